@@ -1,0 +1,40 @@
+"""The ``perptrader`` command: ``perptrader <group> <command>``."""
+
+from __future__ import annotations
+
+import typer
+
+from perptrader import __version__
+from perptrader.commands import data
+from perptrader.commands.demo import demo
+
+app = typer.Typer(
+    name="perptrader",
+    help="Research, backtest, paper-trade and live-trade crypto perpetual futures.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(data.app, name="data")
+app.command("demo")(demo)
+
+
+@app.command("version")
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+@app.command("config")
+def config() -> None:
+    """Print the effective settings (file + environment + defaults) as JSON."""
+    from perptrader.commands.common import print_json, settings
+
+    print_json(settings().model_dump(mode="json"))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

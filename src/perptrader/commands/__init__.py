@@ -1,0 +1,1 @@
+"""CLI command groups; ``perptrader.cli`` assembles them."""

@@ -1,0 +1,50 @@
+"""What every command shares: settings, the store, JSON output, error reporting."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+
+import orjson
+import typer
+from rich.console import Console
+
+from perptrader.config import Settings, load_settings
+from perptrader.core.errors import PerptraderError
+from perptrader.core.logging import configure_logging
+from perptrader.marketdata.store import MarketStore, open_store
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def settings() -> Settings:
+    try:
+        cfg = load_settings()
+    except Exception as exc:  # pydantic ValidationError, TOML errors
+        err_console.print(f"[red]Invalid configuration:[/red] {exc}")
+        raise typer.Exit(2) from None
+    configure_logging(cfg.logging.level, cfg.log_file)
+    return cfg
+
+
+@contextlib.contextmanager
+def store_session(cfg: Settings) -> Iterator[MarketStore]:
+    with user_errors(), open_store(cfg) as store:
+        yield store
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Known errors become one red line and exit code 1, not a traceback."""
+    try:
+        yield
+    except PerptraderError as exc:
+        err_console.print(f"[red]Error:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
+def print_json(data: object) -> None:
+    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+    sys.stdout.flush()

@@ -1,0 +1,52 @@
+"""``perptrader demo``: the main job on the embedded default. For now it imports market
+data and shows what is stored; later stages extend it to the whole pipeline."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+from perptrader.commands.common import console, err_console, settings, store_session
+from perptrader.commands.data import import_table, inventory_table, run_import
+from perptrader.marketdata.sources.base import ImportHints
+
+DEMO_DATA_ENV = "PERPTRADER_DEMO_DATA"
+
+
+def demo(
+    reimport: bool = typer.Option(False, "--import", help="Import the demo data even when "
+                                  "the store already holds data."),
+) -> None:
+    """Import market data (if the store is empty) and print the stored-data table."""
+    cfg = settings()
+    with store_session(cfg) as store:
+        console.rule(f"perptrader demo · store: {store.backend} · data dir: {cfg.data_dir}")
+        series = store.inventory()
+        if series and not reimport:
+            console.print(f"Using the {len(series)} series already in the store "
+                          f"(--import to import {DEMO_DATA_ENV} again).")
+        else:
+            folder = os.environ.get(DEMO_DATA_ENV, "").strip()
+            if not folder or not Path(folder).exists():
+                err_console.print(
+                    "[yellow]No market data.[/yellow] The store is empty and "
+                    f"{DEMO_DATA_ENV} does not name an existing folder"
+                    + (f" ({folder!r})" if folder else "") + ".\n"
+                    "Get data and import it, for example:\n"
+                    "  - daily/monthly dumps from data.binance.vision (klines, fundingRate, "
+                    "metrics) or freqtrade's download-data output, then\n"
+                    "    perptrader data import PATH\n"
+                    f"  - or point {DEMO_DATA_ENV} at a folder of such files and run "
+                    "make demo again.")
+                raise typer.Exit(1)
+            console.print(f"Importing {folder} ...")
+            reports = run_import(store, [Path(folder)], ImportHints(), None, show_progress=True)
+            console.print(import_table(reports))
+            ok = sum(r.status == "imported" for r in reports)
+            console.print(f"{ok} files imported, {len(reports) - ok} refused, "
+                          f"{sum(r.rows_inserted for r in reports):,} rows inserted, "
+                          f"{sum(r.rows_updated for r in reports):,} rows updated")
+            series = store.inventory()
+        console.print(inventory_table(series))

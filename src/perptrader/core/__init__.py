@@ -1,0 +1,1 @@
+"""Small shared types and helpers used by every stage."""

@@ -1,0 +1,1 @@
+"""Market data: canonical frames, sources, stores, quality checks and the loader."""

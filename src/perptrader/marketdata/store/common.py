@@ -1,0 +1,104 @@
+"""Helpers both stores use to turn Datasets into staged rows and query rows back into
+canonical frames and SeriesInfo."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from perptrader.core.instruments import Instrument
+from perptrader.core.timeframes import ms_to_timeframe, timeframe_ms
+from perptrader.marketdata.dataset import TS_DTYPE, Dataset
+from perptrader.marketdata.kinds import (
+    INSTRUMENT_COLUMNS,
+    KIND_OF_PRICE_TYPE,
+    PRICE_TYPE,
+    TABLES,
+    Kind,
+    frame_columns,
+)
+from perptrader.marketdata.store.base import SeriesInfo
+from perptrader.marketdata.store.sql import all_columns
+
+
+def staged_frame(ds: Dataset) -> pd.DataFrame:
+    """The dataset's rows with instrument (and bar discriminator) columns added, in table
+    column order; timestamps as naive UTC (both stores take them as UTC)."""
+    spec = TABLES[ds.kind]
+    out = ds.frame.reset_index(drop=True).copy()
+    out["exchange"] = ds.instrument.exchange
+    out["market"] = ds.instrument.market
+    out["symbol"] = ds.instrument.symbol
+    if ds.kind in PRICE_TYPE:
+        out["timeframe"] = ds.timeframe
+        out["price_type"] = PRICE_TYPE[ds.kind]
+    for col in spec.columns:
+        if col.dtype == "timestamp":
+            out[col.name] = out[col.name].dt.tz_convert("UTC").dt.tz_localize(None)
+    return out[all_columns(spec)]
+
+
+def canonical_frame(kind: Kind, raw: pd.DataFrame) -> pd.DataFrame:
+    """Rows read back from a store -> the canonical frame (UTC timestamps, nullable ints)."""
+    spec = TABLES[kind]
+    out = raw.copy()
+    for col in spec.columns:
+        if col.name not in out.columns:
+            continue
+        if col.dtype == "timestamp":
+            ts = pd.to_datetime(out[col.name])
+            out[col.name] = (ts.dt.tz_localize("UTC") if ts.dt.tz is None else ts).astype(TS_DTYPE)
+        elif col.dtype == "int64":
+            out[col.name] = out[col.name].astype("Int64")
+        elif col.dtype == "string":
+            out[col.name] = out[col.name].astype("string")
+        elif col.dtype == "float64":
+            out[col.name] = out[col.name].astype("float64")
+    return out[frame_columns(kind)].reset_index(drop=True)
+
+
+def series_info(kind_table: str, row: dict) -> SeriesInfo:
+    """One inventory row -> SeriesInfo (see sql.inventory for the columns)."""
+    instrument = Instrument(row["exchange"], row["market"], row["symbol"])
+    if kind_table == "bars":
+        kind = KIND_OF_PRICE_TYPE[row["price_type"]]
+        timeframe = row["timeframe"]
+    else:
+        kind = next(k for k, spec in TABLES.items() if spec.table == kind_table)
+        step = row.get("step_ms")
+        periodic = kind not in (Kind.BOOK, Kind.TRADES, Kind.LIQUIDATIONS)
+        timeframe = ms_to_timeframe(int(step)) if periodic and step else None
+    first = pd.Timestamp(row["first"])
+    last = pd.Timestamp(row["last"])
+    gaps = row.get("gaps")
+    return SeriesInfo(
+        instrument=instrument,
+        kind=kind,
+        timeframe=timeframe,
+        first=(first.tz_localize("UTC") if first.tzinfo is None else first).to_pydatetime(),
+        last=(last.tz_localize("UTC") if last.tzinfo is None else last).to_pydatetime(),
+        rows=int(row["rows"]),
+        gaps=None if gaps is None or pd.isna(gaps) else int(gaps),
+    )
+
+
+def timeframe_lengths(timeframes: list[str]) -> dict[str, int]:
+    return {tf: timeframe_ms(tf) for tf in timeframes}
+
+
+def read_params(instrument: Instrument, kind: Kind, timeframe: str | None,
+                start: object, end: object) -> list[object]:
+    params: list[object] = [instrument.exchange, instrument.market, instrument.symbol]
+    if kind in PRICE_TYPE:
+        if not timeframe:
+            raise ValueError(f"reading {kind.value} bars needs a timeframe")
+        params += [timeframe, PRICE_TYPE[kind]]
+    for bound in (start, end):
+        if bound is not None:
+            ts = pd.Timestamp(bound)
+            ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+            params.append(ts)
+    return params
+
+
+__all__ = ["INSTRUMENT_COLUMNS", "canonical_frame", "read_params", "series_info",
+           "staged_frame", "timeframe_lengths"]

@@ -1,0 +1,1 @@
+"""Alembic migrations shared by the DuckDB and PostgreSQL stores."""
