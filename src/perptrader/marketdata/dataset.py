@@ -45,6 +45,11 @@ def to_utc(values: pd.Series | np.ndarray, unit: str | None = None) -> pd.Series
     return out.astype(TS_DTYPE)
 
 
+def epoch_us(ts: pd.Series) -> np.ndarray:
+    """UTC timestamps -> int64 microseconds since the epoch (no timezone warnings)."""
+    return ts.astype(TS_DTYPE).astype("int64").to_numpy()
+
+
 def epoch_unit(values: np.ndarray) -> str:
     """Guess s / ms / us / ns from the magnitude of epoch numbers (years 2001..2286)."""
     top = float(np.nanmax(np.abs(values))) if len(values) else 0.0
@@ -110,7 +115,7 @@ def validate(dataset: Dataset) -> Dataset:
 def _check_bar_spacing(frame: pd.DataFrame, timeframe: str | None, src: str | None) -> None:
     """Bars must sit on their timeframe's grid: a '8m' file holding 1m bars is mislabelled."""
     step_us = timeframe_ms(timeframe or "") * 1000
-    us = frame["ts"].to_numpy().astype("datetime64[us]").astype("int64")
+    us = epoch_us(frame["ts"])
     diffs = np.diff(us)
     bad = (diffs % step_us != 0)
     if bad.any():

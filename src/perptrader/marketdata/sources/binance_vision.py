@@ -124,7 +124,7 @@ class BinanceVision:
 
     def _trades(self, path: Path, instrument: Instrument, has_header: bool) -> Dataset:
         names = ["id", "price", "qty", "quote_qty", "time", "is_buyer_maker"]
-        frame = self._csv(path, has_header, None if has_header else names + ["best_match"])
+        frame = self._csv(path, has_header, None if has_header else [*names, "best_match"])
         maker = _bool(frame["is_buyer_maker"], path, "is_buyer_maker")
         out = pd.DataFrame({
             "ts": _epoch(frame["time"], path, "time"), "trade_id": frame["id"],

@@ -7,6 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from perptrader.marketdata.dataset import epoch_us
+
 _HOUR_US = 3_600_000_000
 _PLAUSIBLE_HOURS = np.array([1.0, 2.0, 4.0, 8.0])
 
@@ -27,8 +29,7 @@ def funding_frame(
     raw = pd.Series(exchange_ts.to_numpy(), index=index).astype("datetime64[us, UTC]")
     slot = raw.dt.floor("min")
     if interval_hours is None:
-        interval_hours = derive_interval_hours(slot.to_numpy().astype("datetime64[us]")
-                                               .astype("int64"))
+        interval_hours = derive_interval_hours(epoch_us(slot))
     return pd.DataFrame({"ts": slot, "rate": rates, "interval_hours": interval_hours,
                          "exchange_ts": raw}, index=index)
 

@@ -21,7 +21,7 @@ import pandas as pd
 from perptrader.core.errors import DataFormatError, UnknownFormatError
 from perptrader.core.instruments import DEFAULT_EXCHANGE, PERP, Instrument
 from perptrader.core.timeframes import ms_to_timeframe
-from perptrader.marketdata.dataset import Dataset, epoch_unit, to_utc
+from perptrader.marketdata.dataset import Dataset, epoch_unit, epoch_us, to_utc
 from perptrader.marketdata.kinds import BAR_KINDS, Kind, frame_columns
 from perptrader.marketdata.sources.base import ImportHints
 from perptrader.marketdata.sources.files import open_bytes, timeframe_from_path
@@ -57,7 +57,8 @@ def parse_mapping(text: str) -> dict[str, str]:
     for part in filter(None, (p.strip() for p in text.split(","))):
         key, sep, value = part.partition("=")
         if not sep or not key.strip() or not value.strip():
-            raise ValueError(f"column mapping entries look like canonical=file_column, got {part!r}")
+            raise ValueError(
+                f"column mapping entries look like canonical=file_column, got {part!r}")
         out[key.strip()] = value.strip()
     return out
 
@@ -95,7 +96,7 @@ class GenericCsv:
                 raise UnknownFormatError("no column mapping fits this header; pass --map",
                                          path=path)
             kind, mapping = hints.kind or preset.kind, preset.mapping
-        for canonical, column in mapping.items():
+        for column in mapping.values():
             if column not in frame.columns:
                 raise DataFormatError(f"mapped column '{column}' is not in the file",
                                       path=path, field=column)
@@ -142,7 +143,7 @@ class KrakenTradesCsv:
             raise DataFormatError(f"cannot read CSV: {exc}", path=path) from None
         frame.index = frame.index + 1
         ts = _time(frame["time"], path, "time")
-        micros = ts.to_numpy().astype("datetime64[us]").astype("int64")
+        micros = epoch_us(ts)
         order = frame.groupby(micros).cumcount().to_numpy()
         symbol = hints.symbol or path.stem.upper()
         instrument = Instrument(hints.exchange or "kraken", hints.market or "spot",
@@ -191,6 +192,6 @@ def _time(values: pd.Series, path: Path, field: str) -> pd.Series:
 def _inferred_step(ts: pd.Series) -> str | None:
     if len(ts) < 3:
         return None
-    diffs = np.diff(ts.to_numpy().astype("datetime64[ms]").astype("int64"))
+    diffs = np.diff(epoch_us(ts)) // 1000
     diffs = diffs[diffs > 0]
     return ms_to_timeframe(int(np.median(diffs))) if len(diffs) else None

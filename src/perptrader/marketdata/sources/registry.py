@@ -13,13 +13,14 @@ from perptrader.marketdata.sources.generic_csv import GenericCsv, KrakenTradesCs
 
 #: files that are recognised but deliberately not imported, with the reason shown
 _KNOWN_UNSUPPORTED = (
-    (lambda p, h: p.parent.name == "cryptofeed" or h.startswith(b"https://") and b" -> " in h,
+    (lambda p, h: p.parent.name == "cryptofeed" or (h.startswith(b"https://") and b" -> " in h),
      "cryptofeed raw REST/websocket session log: not a market-data dump (replay it through "
      "a collector instead)"),
 )
 
 #: folder walks skip these quietly; named explicitly they are refused
-NON_DATA_SUFFIXES = {".md", ".sha256", ".txt", ".py", ".toml", ".ini", ".yaml", ".yml", ".lock"}
+NON_DATA_SUFFIXES = {".md", ".sha256", ".txt", ".py", ".toml", ".ini", ".yaml", ".yml", ".lock",
+                     ".log", ".jsonl", ".duckdb", ".wal", ".html"}
 
 
 def file_readers(mapping: dict[str, str] | None = None) -> list[FileReader]:

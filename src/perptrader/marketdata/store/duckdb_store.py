@@ -51,7 +51,10 @@ class DuckDBStore(MarketStore):
 
     def migrate(self) -> str:
         con = self._con
-        engine = sa.create_engine("duckdb:///:memory:", creator=lambda: ConnectionWrapper(con.cursor()),
+        # Alembic runs on a cursor of the store's own connection: a second connection to
+        # the same file from this process would not see uncommitted state consistently.
+        engine = sa.create_engine("duckdb:///:memory:",
+                                  creator=lambda: ConnectionWrapper(con.cursor()),
                                   poolclass=sa.pool.StaticPool)
         try:
             with engine.begin() as connection:
@@ -66,7 +69,7 @@ class DuckDBStore(MarketStore):
         try:
             for ds in datasets:
                 spec = TABLES[ds.kind]
-                staged = staged_frame(ds)  # noqa: F841 - read by DuckDB's replacement scan
+                staged = staged_frame(ds)
                 con.register("staged", staged)
                 try:
                     inserted = _scalar(con, sql.count_new(spec))
