@@ -15,7 +15,8 @@ from perptrader.core.errors import PerptraderError
 from perptrader.core.logging import configure_logging
 from perptrader.marketdata.store import MarketStore, open_store
 
-console = Console()
+# Piped output (CI logs, files) gets wide tables instead of Rich's 80-column default.
+console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 
 

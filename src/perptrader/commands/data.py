@@ -143,14 +143,20 @@ def book_check(
     with user_errors():
         reports = [check_book_against_ticker(p) for p in expand_paths(paths)]
     if as_json:
-        print_json([r.as_json() for r in reports])
+        print_json([r.as_dict() for r in reports])
         return
-    table = Table(title="Rebuilt book vs bookTicker")
-    for col in ("file", "checks", "agree", "rate", "unmatched tickers", "resyncs"):
+    table = Table(title="Rebuilt book vs bookTicker, compared at the same update id")
+    for col in ("file", "tickers", "checks", "agree", "rate", "not comparable", "gaps",
+                "resyncs"):
         table.add_column(col)
     for r in reports:
-        js = r.as_json()
-        table.add_row(Path(str(js["path"])).name, str(js["checks"]), str(js["agreements"]),
-                      f"{js['agreement_rate']:.4%}" if js["agreement_rate"] is not None else "-",
-                      str(js["unmatched_tickers"]), str(js["resyncs"]))
+        rate = r.agreement_rate
+        table.add_row(Path(r.path).name, str(r.tickers), str(r.checks), str(r.agreements),
+                      f"{rate:.2%}" if rate is not None else "-", str(r.unmatched_total),
+                      str(r.gaps), str(r.resyncs))
     console.print(table)
+    for r in reports:
+        for note in r.notes:
+            console.print(f"[dim]{Path(r.path).name}: {note}[/dim]")
+    if any(r.mismatches_total for r in reports):
+        raise typer.Exit(1)

@@ -28,7 +28,7 @@ def open_bytes(path: Path) -> io.BufferedIOBase:
             raise DataFormatError(f"zip must hold exactly one file, holds {len(members)}",
                                   path=path)
         return archive.open(members[0])  # type: ignore[return-value]
-    return open(path, "rb")  # noqa: SIM115 - the caller closes it
+    return open(path, "rb")
 
 
 def read_head(path: Path, size: int = HEAD_BYTES) -> bytes:
