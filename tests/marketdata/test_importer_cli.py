@@ -51,6 +51,18 @@ def test_import_twice_then_list(folder: Path) -> None:
                        "rows": 24, "gaps": 0}]
 
 
+def test_relative_folder_with_dotdot_is_walked(folder: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    write_candles(folder / "BTC_USDT_USDT-1h-futures.feather")
+    (folder / ".hidden").mkdir()
+    write_candles(folder / ".hidden" / "ETH_USDT_USDT-1h-futures.feather")
+    work = folder.parent / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    reports = json.loads(run("data", "import", "../files", "--json").stdout)
+    assert [Path(r["path"]).name for r in reports] == ["BTC_USDT_USDT-1h-futures.feather"]
+
+
 def test_bad_file_is_refused_and_writes_nothing(folder: Path) -> None:
     write_candles(folder / "BTC_USDT_USDT-1h-futures.feather", bad_row=5)
     result = run("data", "import", str(folder), "--json")

@@ -43,7 +43,8 @@ def expand_paths(paths: Iterable[Path]) -> list[Path]:
     for path in paths:
         if path.is_dir():
             for child in sorted(path.rglob("*")):
-                if (child.is_file() and not any(p.startswith(".") for p in child.parts)
+                hidden = any(p.startswith(".") for p in child.relative_to(path).parts)
+                if (child.is_file() and not hidden
                         and child.suffix.lower() not in NON_DATA_SUFFIXES):
                     out.append(child)
         else:
