@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 
@@ -21,3 +22,8 @@ def real_file(relative: str) -> Path:
     if not path.exists():
         pytest.skip(f"real data absent: {path} (set PERPTRADER_SHARED_DATA)")
     return path
+
+
+def read_futures_feather(name: str) -> pd.DataFrame:
+    """A freqtrade futures feather of ../shared/data (columns date, open, ..., volume)."""
+    return pd.read_feather(real_file(f"freqtrade/binance/futures/{name}"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from perptrader.marketdata.dataset import Dataset, validate
 from perptrader.marketdata.kinds import Kind
 from perptrader.marketdata.loader import load
 from perptrader.marketdata.store.duckdb_store import DuckDBStore
+from shared_data import read_futures_feather
 
 BTC = Instrument.parse("BTCUSDT")
 T0 = pd.Timestamp("2024-01-01", tz="UTC")
@@ -254,16 +254,8 @@ def test_symbol_notations_and_default_store_from_settings(tmp_path: Path) -> Non
 # ------------------------------------------------------------------ real data
 
 
-def shared_data() -> Path:
-    env = os.environ.get("PERPTRADER_SHARED_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "data"
-
-
 def read_feather(name: str) -> pd.DataFrame:
-    path = shared_data() / "freqtrade" / "binance" / "futures" / name
-    if not path.exists():
-        pytest.skip(f"real data not available: {path} (set PERPTRADER_SHARED_DATA)")
-    return pd.read_feather(path)
+    return read_futures_feather(name)
 
 
 @pytest.mark.integration

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from perptrader.marketdata.quality import (
 )
 from perptrader.marketdata.resample import resample_bars
 from perptrader.marketdata.store.duckdb_store import DuckDBStore
+from shared_data import read_futures_feather, real_file
 
 BTC = Instrument.parse("BTCUSDT")
 
@@ -332,16 +332,8 @@ def test_check_store_flags_a_coarse_last_bar_past_the_finer_data(tmp_path: Path)
 # ------------------------------------------------------------------ real data
 
 
-def shared_data() -> Path:
-    env = os.environ.get("PERPTRADER_SHARED_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "data"
-
-
 def read_feather(name: str) -> pd.DataFrame:
-    path = shared_data() / "freqtrade" / "binance" / "futures" / name
-    if not path.exists():
-        pytest.skip(f"real data not available: {path} (set PERPTRADER_SHARED_DATA)")
-    return pd.read_feather(path).rename(columns={"date": "ts"})
+    return read_futures_feather(name).rename(columns={"date": "ts"})
 
 
 @pytest.mark.integration
@@ -385,9 +377,7 @@ def test_frames_indexed_by_time_are_accepted() -> None:
 
 @pytest.mark.integration
 def test_real_gravestone_partial_last_bar() -> None:
-    path = shared_data() / "gravestone" / "data" / "1h" / "AVAXUSDT.csv"
-    if not path.exists():
-        pytest.skip(f"real data not available: {path} (set PERPTRADER_SHARED_DATA)")
+    path = real_file("gravestone/data/1h/AVAXUSDT.csv")
     raw = pd.read_csv(path)
     frame = pd.DataFrame({"ts": pd.to_datetime(raw["timestamp"], unit="ms", utc=True),
                           **{k: raw[k] for k in ("open", "high", "low", "close", "volume")}})

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from perptrader.core.timeframes import timeframe_delta
 from perptrader.marketdata.resample import anchor_ms, can_resample, resample_bars
+from shared_data import read_futures_feather
 
 
 def make_bars(start: str, n: int, tf: str = "1h", seed: int = 0) -> pd.DataFrame:
@@ -170,16 +168,8 @@ def test_impossible_combinations_and_duplicates_raise() -> None:
 # ------------------------------------------------------------------ real data
 
 
-def shared_data() -> Path:
-    env = os.environ.get("PERPTRADER_SHARED_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "data"
-
-
 def read_feather(name: str) -> pd.DataFrame:
-    path = shared_data() / "freqtrade" / "binance" / "futures" / name
-    if not path.exists():
-        pytest.skip(f"real data not available: {path} (set PERPTRADER_SHARED_DATA)")
-    return pd.read_feather(path).rename(columns={"date": "ts"})
+    return read_futures_feather(name).rename(columns={"date": "ts"})
 
 
 def compare(fine: pd.DataFrame, fine_tf: str, coarse: pd.DataFrame,
