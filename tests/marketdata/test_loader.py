@@ -87,14 +87,6 @@ def fill(store: DuckDBStore, *, bars: pd.DataFrame | None = None, tf: str = "1h"
 
 
 @pytest.fixture
-def store(tmp_path: Path):
-    s = DuckDBStore(tmp_path / "market.duckdb")
-    s.migrate()
-    yield s
-    s.close()
-
-
-@pytest.fixture
 def full(store: DuckDBStore) -> DuckDBStore:
     mark = make_bars(seed=1)
     return fill(store, bars=make_bars(), mark=mark, funding=funding_frame(), oi=oi_frame(),
