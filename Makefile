@@ -32,7 +32,14 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-bench: $(STAMP)
+BENCH_STAMP := $(VENV)/.installed-bench
+
+# the peers the benchmarks measure against (pandas-ta-classic, vectorbt, backtesting.py)
+$(BENCH_STAMP): $(STAMP)
+	$(PIP) install -q --progress-bar off -c $(CONSTRAINTS) -e ".[dev,bench]"
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(BIN)/python bench/bench_store.py
 
 clean:

@@ -26,3 +26,32 @@ def _isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith("PERPTRADER__") and key != "PERPTRADER__DATA_DIR":
             monkeypatch.delenv(key)
+
+
+#: the real BTCUSDT perp files that make up the 1h research frame (bars, mark, funding)
+REAL_BTC_1H_FILES = (
+    "freqtrade/binance/futures/BTC_USDT_USDT-1h-futures.feather",
+    "freqtrade/binance/futures/BTC_USDT_USDT-1h-mark.feather",
+    "freqtrade/binance/futures/BTC_USDT_USDT-8h-funding_rate.feather",
+    "binance_vision/futures_um/BTCUSDT-1h-futures.csv",
+    "binance_vision/futures_um/BTCUSDT-funding.csv",
+)
+
+
+@pytest.fixture(scope="session")
+def real_btc_1h(tmp_path_factory: pytest.TempPathFactory):
+    """``load('BTCUSDT', '1h')`` over the real files above (skips when they are absent)."""
+    from shared_data import real_file
+
+    from perptrader.marketdata.importer import import_paths
+    from perptrader.marketdata.loader import load
+    from perptrader.marketdata.sources.base import ImportHints
+
+    paths = [real_file(name) for name in REAL_BTC_1H_FILES]
+    s = DuckDBStore(tmp_path_factory.mktemp("btc1h") / "market.duckdb")
+    s.migrate()
+    try:
+        import_paths(paths, s, ImportHints())
+        return load("BTCUSDT", "1h", store=s)
+    finally:
+        s.close()
