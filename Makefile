@@ -41,6 +41,8 @@ $(BENCH_STAMP): $(STAMP)
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python bench/bench_store.py
+	$(BIN)/python bench/bench_features.py
+	$(BIN)/python bench/bench_backtest.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -41,11 +41,10 @@ REAL_BTC_1H_FILES = (
 @pytest.fixture(scope="session")
 def real_btc_1h(tmp_path_factory: pytest.TempPathFactory):
     """``load('BTCUSDT', '1h')`` over the real files above (skips when they are absent)."""
-    from shared_data import real_file
-
     from perptrader.marketdata.importer import import_paths
     from perptrader.marketdata.loader import load
     from perptrader.marketdata.sources.base import ImportHints
+    from shared_data import real_file
 
     paths = [real_file(name) for name in REAL_BTC_1H_FILES]
     s = DuckDBStore(tmp_path_factory.mktemp("btc1h") / "market.duckdb")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import typer
 
 from perptrader import __version__
-from perptrader.commands import data
+from perptrader.commands import data, features
+from perptrader.commands.backtest import app as backtest_app
 from perptrader.commands.demo import demo
 
 app = typer.Typer(
@@ -15,6 +16,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data.app, name="data")
+app.add_typer(features.app, name="features")
+app.add_typer(backtest_app, name="backtest")
 app.command("demo")(demo)
 
 

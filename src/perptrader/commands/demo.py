@@ -1,5 +1,6 @@
-"""``perptrader demo``: the main job on the embedded default. For now it imports market
-data and shows what is stored; later stages extend it to the whole pipeline."""
+"""``perptrader demo``: the main job on the embedded default: import market data, show
+what is stored, build features and labels (with the look-ahead and live-path checks),
+then backtest the baseline strategies and write their reports."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from pathlib import Path
 
 import typer
 
+from perptrader.commands.backtest import backtest_demo_stage
 from perptrader.commands.common import console, err_console, settings, store_session
 from perptrader.commands.data import import_table, inventory_table, run_import
+from perptrader.commands.features import features_demo_stage
 from perptrader.marketdata.sources.base import ImportHints
 
 DEMO_DATA_ENV = "PERPTRADER_DEMO_DATA"
@@ -19,7 +22,7 @@ def demo(
     reimport: bool = typer.Option(False, "--import", help="Import the demo data even when "
                                   "the store already holds data."),
 ) -> None:
-    """Import market data (if the store is empty) and print the stored-data table."""
+    """Import market data (if the store is empty), build features, backtest baselines."""
     cfg = settings()
     with store_session(cfg) as store:
         console.rule(f"perptrader demo · store: {store.backend} · data dir: {cfg.data_dir}")
@@ -50,3 +53,7 @@ def demo(
                           f"{sum(r.rows_updated for r in reports):,} rows updated")
             series = store.inventory()
         console.print(inventory_table(series))
+        console.rule("Features and labels")
+        features_demo_stage(store, cfg.data_dir / "features")
+        console.rule("Backtests of the baseline strategies")
+        backtest_demo_stage(store, console, cfg.data_dir / "backtests")

@@ -21,10 +21,13 @@ columns with the same index. Rules every family keeps:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pandas as pd
+
+from perptrader.core.timeframes import timeframe_ms
 
 
 @dataclass(frozen=True)
@@ -41,10 +44,21 @@ class FeatureSpec:
     #: rows of history that determine a value to 1e-9 (recursive smoothers remember
     #: longer than their warm-up: about 12 x period for an EMA); None means ``warmup``
     memory: int | None = None
+    #: for windows in clock time (funding carry over 24h, 7d, 30d): the warm-up and
+    #: memory in hours; ``warmup``/``memory`` are then the 1h-bar values, and
+    #: ``Family.at(timeframe)`` restates them in rows of the build's timeframe
+    clock_hours: float | None = None
 
     @property
     def history(self) -> int:
         return self.warmup if self.memory is None else max(self.memory, self.warmup)
+
+    def at(self, timeframe: str) -> FeatureSpec:
+        """This spec with clock-time warm-up and memory expressed in ``timeframe`` rows."""
+        if self.clock_hours is None:
+            return self
+        rows = math.ceil(self.clock_hours * 3_600_000 / timeframe_ms(timeframe))
+        return replace(self, warmup=rows, memory=rows)
 
 
 @dataclass(frozen=True)
@@ -100,6 +114,12 @@ class Family:
     @property
     def history(self) -> int:
         return max((s.history for s in self.specs), default=0)
+
+    def at(self, timeframe: str) -> Family:
+        """The family with clock-time warm-ups restated for ``timeframe`` bars."""
+        if all(s.clock_hours is None for s in self.specs):
+            return self
+        return replace(self, specs=tuple(s.at(timeframe) for s in self.specs))
 
     def is_available(self, frame: pd.DataFrame, ctx: FeatureContext) -> bool:
         if self.available is not None:

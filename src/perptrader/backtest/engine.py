@@ -1,0 +1,319 @@
+"""Run a strategy and the buy-and-hold benchmark through the ONE accounting core.
+
+``run_backtest`` loads the research frame (``marketdata.loader.load``), asks the
+strategy for target exposures, and simulates them with ``perptrader.sim.simulate``
+under the given costs and leverage; buy-and-hold runs on the same bars, costs and
+funding, so the two rows of every table differ only by the decisions.
+
+Leverage: strategies speak in unit exposure (+1 = long notional equal to equity); the
+engine multiplies the targets by ``leverage`` and gives the same leverage to the
+simulator's margin model, so ``--leverage 3`` means 3x the notional (and 3x the
+funding and fees), for the strategy and for the benchmark alike.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from perptrader.backtest.metrics import bar_returns, performance
+from perptrader.backtest.overfitting import DeflatedSharpe, deflated_sharpe
+from perptrader.backtest.strategies import BuyAndHold, Strategy
+from perptrader.config import Settings, load_settings
+from perptrader.core.errors import PerptraderError
+from perptrader.core.instruments import Instrument
+from perptrader.core.timeframes import timeframe_delta, timeframe_ms
+from perptrader.marketdata.kinds import Kind
+from perptrader.marketdata.store.base import MarketStore
+from perptrader.sim import CostModel, MarketData, SimConfig, SimResult, simulate
+
+TimeLike = datetime | str | pd.Timestamp | None
+NO_FUNDING = "none stored (not charged)"
+
+
+@dataclass
+class BacktestResult:
+    """Everything one run produced; ``as_json()`` is ``result.json``."""
+
+    symbol: str
+    timeframe: str
+    strategy: Strategy
+    config: SimConfig
+    leverage: float
+    frame: pd.DataFrame
+    targets: np.ndarray
+    sim: SimResult
+    benchmark: SimResult
+    metrics: dict[str, Any]
+    benchmark_metrics: dict[str, Any]
+    dsr: DeflatedSharpe
+    funding_source: str
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def data_range(self) -> dict[str, Any]:
+        idx = self.frame.index
+        return {"first_bar": idx[0].isoformat(), "last_bar": idx[-1].isoformat(),
+                "end": (idx[-1] + timeframe_delta(self.timeframe)).isoformat(),
+                "bars": len(idx), "funding": self.funding_source}
+
+    def as_json(self) -> dict[str, Any]:
+        costs = self.config.costs
+        out: dict[str, Any] = {
+            "symbol": self.symbol,
+            "timeframe": self.timeframe,
+            "strategy": self.strategy.name,
+            "params": self.strategy.params,
+            "config": {
+                "initial_cash": self.config.initial_cash, "leverage": self.leverage,
+                "margin_mode": self.config.margin_mode, "fill_delay": self.config.fill_delay,
+                "maker_fee": costs.maker_fee, "taker_fee": costs.taker_fee,
+                "slippage_bps": costs.slippage_bps, "slippage_model": costs.slippage_model,
+            },
+            "data": self.data_range,
+            **self.metrics,
+            "deflated_sharpe": {
+                "dsr": self.dsr.dsr, "n_trials": self.dsr.n_trials,
+                "sharpe_per_bar": self.dsr.sharpe, "sr0_per_bar": self.dsr.sr0,
+                "skew": self.dsr.skew, "kurtosis": self.dsr.kurtosis,
+                "sr_variance": self.dsr.sr_variance,
+                "variance_source": self.dsr.variance_source,
+            },
+            "benchmark": {"strategy": "buy_and_hold", **self.benchmark_metrics},
+            "warnings": list(self.warnings),
+        }
+        return json_safe(out)
+
+
+def json_safe(value: Any) -> Any:
+    """nan/inf -> None and numpy scalars -> Python, recursively (JSON has no nan)."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def summarize(result: SimResult, initial_cash: float, timeframe: str) -> dict[str, Any]:
+    """The metrics dict of one simulation (see ``metrics.performance``)."""
+    bars, trades, fills = result.bars, result.trades, result.fills
+    return performance(
+        equity=bars["equity"].to_numpy(dtype=np.float64),
+        initial_cash=initial_cash,
+        timeframe=timeframe,
+        exposure=bars["exposure"].to_numpy(dtype=np.float64, na_value=np.nan),
+        trade_net_pnl=trades["net_pnl"].to_numpy(dtype=np.float64),
+        trade_returns=trades["return_pct"].to_numpy(dtype=np.float64),
+        trade_bars_held=trades["bars_held"].to_numpy(dtype=np.float64),
+        traded_notional=float(np.abs(fills["notional"].to_numpy(dtype=np.float64)).sum()),
+        fees_paid=float(result.fees_paid),
+        funding_paid=float(result.funding_paid),
+        liquidations=int(result.liquidations),
+    )
+
+
+def funding_events(store: MarketStore, symbol: str, frame: pd.DataFrame,
+                   timeframe: str) -> pd.DataFrame:
+    """Stored funding settlements over the frame's span (``ts, rate, interval_hours``)."""
+    start = frame.index[0]
+    end = frame.index[-1] + timeframe_delta(timeframe) + pd.Timedelta(1, "us")
+    events = store.read(Kind.FUNDING, Instrument.parse(symbol), None, start, end)
+    return events
+
+
+def run_on_frame(
+    frame: pd.DataFrame,
+    strategy: Strategy,
+    *,
+    symbol: str,
+    timeframe: str,
+    costs: CostModel | None = None,
+    leverage: float = 1.0,
+    initial_cash: float = 10_000.0,
+    funding: pd.DataFrame | None = None,
+    n_trials: int = 1,
+    fill_delay: int = 1,
+    margin_mode: str = "isolated",
+) -> BacktestResult:
+    """Simulate ``strategy`` and buy-and-hold on an already loaded frame.
+
+    ``funding``: the stored settlement events; they are handed to the simulator when a
+    bar is longer than the shortest funding interval (the frame's as-of funding columns
+    can then not show every settlement). Without any funding in the frame or the events,
+    funding is not charged and a warning says so.
+    """
+    if len(frame) < 2:
+        raise PerptraderError(f"{symbol} {timeframe}: {len(frame)} bar(s) is too little data "
+                              f"to backtest")
+    if not leverage >= 1.0:
+        raise PerptraderError(f"leverage must be >= 1, got {leverage}")
+    warnings: list[str] = []
+    costs = costs or CostModel()
+    events, source = _funding_for(frame, timeframe, funding, warnings)
+    market = MarketData.from_frame(frame, symbol=symbol, timeframe=timeframe, funding=events,
+                                   require_funding=source != NO_FUNDING)
+    config = SimConfig(initial_cash=initial_cash, leverage=leverage, margin_mode=margin_mode,
+                       costs=costs, fill_delay=fill_delay)
+    raw = np.asarray(strategy.targets(frame), dtype=np.float64)
+    if raw.shape != (len(frame),):
+        raise PerptraderError(f"strategy {strategy.name!r} returned {raw.shape} targets for "
+                              f"{len(frame)} bars")
+    targets = raw * leverage
+    sim = simulate(market, targets, config)
+    bench = simulate(market, BuyAndHold().targets(frame) * leverage, config)
+    warnings.extend(f"{strategy.name}: {w}" for w in sim.warnings)
+    warnings.extend(f"buy_and_hold: {w}" for w in bench.warnings)
+    metrics = summarize(sim, initial_cash, timeframe)
+    r = bar_returns(sim.bars["equity"].to_numpy(dtype=np.float64), initial_cash)
+    return BacktestResult(
+        symbol=symbol, timeframe=timeframe, strategy=strategy, config=config,
+        leverage=leverage, frame=frame, targets=targets, sim=sim, benchmark=bench,
+        metrics=metrics, benchmark_metrics=summarize(bench, initial_cash, timeframe),
+        dsr=deflated_sharpe(r, n_trials=n_trials), funding_source=source,
+        warnings=list(dict.fromkeys(warnings)))
+
+
+def _funding_for(frame: pd.DataFrame, timeframe: str, events: pd.DataFrame | None,
+                 warnings: list[str]) -> tuple[pd.DataFrame | None, str]:
+    """Which funding the simulator gets, and a word for result.json about it."""
+    has_events = events is not None and not events.empty
+    in_frame = "funding_rate" in frame.columns and frame["funding_rate"].notna().any()
+    if has_events:
+        iv = events.get("interval_hours")
+        shortest = float(np.nanmin(iv.to_numpy(dtype=np.float64, na_value=np.nan))) \
+            if iv is not None and iv.notna().any() else 8.0
+        if timeframe_ms(timeframe) > shortest * 3_600_000 or not in_frame:
+            return events, f"stored settlement events ({len(events)})"
+    if in_frame:
+        return None, "frame columns funding_rate/funding_time (as of each bar close)"
+    warnings.append("no funding rates stored for this symbol and window: funding is NOT "
+                    "charged, so holding costs are understated")
+    return None, NO_FUNDING
+
+
+def run_backtest(
+    symbol: str,
+    timeframe: str,
+    strategy: Strategy,
+    start: TimeLike = None,
+    end: TimeLike = None,
+    costs: CostModel | None = None,
+    leverage: float = 1.0,
+    *,
+    store: MarketStore | None = None,
+    settings: Settings | None = None,
+    initial_cash: float = 10_000.0,
+    n_trials: int = 1,
+    fill_delay: int = 1,
+) -> BacktestResult:
+    """Load ``symbol``/``timeframe`` from the store and run ``strategy`` beside
+    buy-and-hold (see ``run_on_frame``). ``end`` is exclusive, naive times are UTC.
+    Raises PerptraderError when no bars are stored."""
+    from perptrader.marketdata.loader import load
+    from perptrader.marketdata.store import open_store
+
+    own = store is None
+    if store is None:
+        store = open_store(settings or load_settings())
+    try:
+        frame = load(symbol, timeframe, start, end, store=store)
+        events = funding_events(store, symbol, frame, timeframe)
+    finally:
+        if own:
+            store.close()
+    return run_on_frame(frame, strategy, symbol=frame.attrs.get("symbol", symbol),
+                        timeframe=timeframe, costs=costs, leverage=leverage,
+                        initial_cash=initial_cash, funding=events, n_trials=n_trials,
+                        fill_delay=fill_delay)
+
+
+def run_portfolio(
+    symbols: Sequence[str],
+    timeframe: str,
+    strategy: Strategy,
+    start: TimeLike = None,
+    end: TimeLike = None,
+    costs: CostModel | None = None,
+    leverage: float = 1.0,
+    *,
+    store: MarketStore | None = None,
+    settings: Settings | None = None,
+    initial_cash: float = 10_000.0,
+    n_trials: int = 1,
+    fill_delay: int = 1,
+    margin_mode: str = "cross",
+) -> BacktestResult:
+    """Several symbols in ONE account (``sim.simulate_portfolio``; cross margin by
+    default): each symbol gets the strategy's targets scaled by ``leverage / S``, so the
+    book's total exposure is that of a single-symbol run. The benchmark is the
+    equal-weight buy-and-hold of the same symbols. Bars are aligned on the timestamps
+    all symbols share (a warning says how many were dropped). ``frame`` of the result is
+    the FIRST symbol's (its price is the one the report draws)."""
+    from perptrader.marketdata.loader import load
+    from perptrader.marketdata.store import open_store
+    from perptrader.sim import simulate_portfolio
+
+    symbols = list(dict.fromkeys(symbols))
+    if len(symbols) < 2:
+        raise PerptraderError("run_portfolio needs at least two symbols; use run_backtest")
+    if not leverage >= 1.0:
+        raise PerptraderError(f"leverage must be >= 1, got {leverage}")
+    own = store is None
+    if store is None:
+        store = open_store(settings or load_settings())
+    try:
+        frames = {s: load(s, timeframe, start, end, store=store) for s in symbols}
+        events = {s: funding_events(store, s, f, timeframe) for s, f in frames.items()}
+    finally:
+        if own:
+            store.close()
+    common = frames[symbols[0]].index
+    for f in frames.values():
+        common = common.intersection(f.index)
+    if len(common) < 2:
+        raise PerptraderError(f"{', '.join(symbols)} share {len(common)} {timeframe} bars; "
+                              f"nothing to backtest together")
+    warnings: list[str] = []
+    dropped = {s: len(f) - len(common) for s, f in frames.items() if len(f) != len(common)}
+    if dropped:
+        warnings.append(f"bars not shared by all symbols dropped: {dropped}")
+    costs = costs or CostModel()
+    config = SimConfig(initial_cash=initial_cash, leverage=leverage, margin_mode=margin_mode,
+                       costs=costs, fill_delay=fill_delay)
+    markets, targets, bench_targets, sources = {}, {}, {}, []
+    weight = leverage / len(symbols)
+    for s in symbols:
+        frame = frames[s].loc[common]
+        ev, source = _funding_for(frame, timeframe, events[s], warnings)
+        markets[s] = MarketData.from_frame(frame, symbol=s, timeframe=timeframe, funding=ev,
+                                           require_funding=source != NO_FUNDING)
+        targets[s] = np.asarray(strategy.targets(frame), dtype=np.float64) * weight
+        bench_targets[s] = BuyAndHold().targets(frame) * weight
+        sources.append(f"{s}: {source}")
+    sim = simulate_portfolio(markets, targets, config)
+    bench = simulate_portfolio(markets, bench_targets, config)
+    warnings.extend(f"{strategy.name}: {w}" for w in sim.warnings)
+    warnings.extend(f"buy_and_hold: {w}" for w in bench.warnings)
+    r = bar_returns(sim.bars["equity"].to_numpy(dtype=np.float64), initial_cash)
+    first = frames[symbols[0]].loc[common]
+    return BacktestResult(
+        symbol="+".join(symbols), timeframe=timeframe, strategy=strategy, config=config,
+        leverage=leverage, frame=first, targets=targets[symbols[0]], sim=sim,
+        benchmark=bench, metrics=summarize(sim, initial_cash, timeframe),
+        benchmark_metrics=summarize(bench, initial_cash, timeframe),
+        dsr=deflated_sharpe(r, n_trials=n_trials), funding_source="; ".join(sources),
+        warnings=list(dict.fromkeys(warnings)))
+
+
+__all__ = ["BacktestResult", "funding_events", "json_safe", "run_backtest", "run_on_frame",
+           "run_portfolio", "summarize"]
