@@ -53,12 +53,17 @@ def test_run_table_then_compare(fill, tmp_path: Path) -> None:
     res = runner.invoke(app, ["backtest", "compare", str(tmp_path / "sma_cross"),
                               str(tmp_path / "random"), "--json"])
     assert res.exit_code == 0, res.output
-    rows = orjson.loads(res.stdout)
+    data = orjson.loads(res.stdout)
+    rows = data["runs"]
     assert [r["strategy"] for r in rows] == ["sma_cross", "random", "buy_and_hold"]
     assert rows[2]["label"] == "buy_and_hold"
+    # two runs on the same bars: PBO over C(16, 8) = 12,870 CSCV splits
+    assert data["pbo"]["n_strategies"] == 2 and data["pbo"]["n_splits"] == 12_870
+    assert 0.0 <= data["pbo"]["pbo"] <= 1.0
     res = runner.invoke(app, ["backtest", "compare", str(tmp_path / "sma_cross"),
                               str(tmp_path / "random")])
     assert res.exit_code == 0 and "Backtests" in res.stdout
+    assert "Probability of backtest overfitting" in res.stdout
 
 
 def test_list_strategies() -> None:

@@ -24,13 +24,29 @@ def test_strategy_and_benchmark_on_the_same_bars(store, fill) -> None:
     assert m["total_return"] == pytest.approx(eq[-1] / 1_000.0 - 1)
     assert m["fees_paid"] == pytest.approx(res.sim.fees_paid) and m["fees_paid"] > 0
     assert m["trades"] == len(res.sim.trades) > 3
-    assert b["trades"] <= 1 and b["time_in_market"] > 0.99  # in from the second bar
+    # in from the second bar, out at the open of the last one: one closed trade
+    assert b["trades"] == 1 and b["time_in_market"] > 0.99
+    for sim in (res.sim, res.benchmark):
+        assert sim.bars["position_qty"].iloc[-1] == 0  # flat: equity is cash at the end
+        assert not any("still open" in w for w in sim.warnings)
     # buy-and-hold holds a long through 8h settlements at +0.01 %: it pays funding
     assert b["funding_paid"] > 0
     assert b["funding_paid"] == pytest.approx(-res.benchmark.bars["funding"].sum())
     assert res.funding_source.startswith("frame columns")
     assert res.data_range["bars"] == 720
     assert res.data_range["first_bar"].startswith("2024-01-01T00:00:00")
+
+
+def test_positions_may_be_left_open_at_the_end(store, fill) -> None:
+    fill(store)
+    res = run_backtest("BTCUSDT", "1h", get_strategy("buy_and_hold"), store=store)
+    from perptrader.backtest.engine import run_on_frame
+
+    kept = run_on_frame(res.frame, get_strategy("buy_and_hold"), symbol="BTCUSDT",
+                        timeframe="1h", close_at_end=False)
+    assert kept.sim.bars["position_qty"].iloc[-1] > 0 and kept.metrics["trades"] == 0
+    # closing costs the exit fee and slippage, nothing else
+    assert res.metrics["fees_paid"] > kept.metrics["fees_paid"]
 
 
 def test_costs_and_leverage_reach_the_simulator(store, fill) -> None:

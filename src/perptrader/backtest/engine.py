@@ -144,8 +144,13 @@ def run_on_frame(
     n_trials: int = 1,
     fill_delay: int = 1,
     margin_mode: str = "isolated",
+    close_at_end: bool = True,
 ) -> BacktestResult:
     """Simulate ``strategy`` and buy-and-hold on an already loaded frame.
+
+    ``close_at_end``: every position is closed at the open of the last bar (a flat
+    decision ``fill_delay`` bars before it), paying the exit fee and slippage, so the
+    trade list holds every trade and the final equity is cash, not a mark.
 
     ``funding``: the stored settlement events; they are handed to the simulator when a
     bar is longer than the shortest funding interval (the frame's as-of funding columns
@@ -168,9 +173,12 @@ def run_on_frame(
     if raw.shape != (len(frame),):
         raise PerptraderError(f"strategy {strategy.name!r} returned {raw.shape} targets for "
                               f"{len(frame)} bars")
-    targets = raw * leverage
+    targets = flat_at_end(raw * leverage, fill_delay) if close_at_end else raw * leverage
+    bench_targets = BuyAndHold().targets(frame) * leverage
+    if close_at_end:
+        bench_targets = flat_at_end(bench_targets, fill_delay)
     sim = simulate(market, targets, config)
-    bench = simulate(market, BuyAndHold().targets(frame) * leverage, config)
+    bench = simulate(market, bench_targets, config)
     warnings.extend(f"{strategy.name}: {w}" for w in sim.warnings)
     warnings.extend(f"buy_and_hold: {w}" for w in bench.warnings)
     metrics = summarize(sim, initial_cash, timeframe)
@@ -181,6 +189,15 @@ def run_on_frame(
         metrics=metrics, benchmark_metrics=summarize(bench, initial_cash, timeframe),
         dsr=deflated_sharpe(r, n_trials=n_trials), funding_source=source,
         warnings=list(dict.fromkeys(warnings)))
+
+
+def flat_at_end(targets: np.ndarray, fill_delay: int) -> np.ndarray:
+    """The targets with a flat decision that fills at the open of the last bar."""
+    out = np.array(targets, dtype=np.float64)
+    last_decision = len(out) - 1 - fill_delay
+    if last_decision >= 0:
+        out[last_decision:] = 0.0
+    return out
 
 
 def _funding_for(frame: pd.DataFrame, timeframe: str, events: pd.DataFrame | None,
@@ -297,8 +314,9 @@ def run_portfolio(
         ev, source = _funding_for(frame, timeframe, events[s], warnings)
         markets[s] = MarketData.from_frame(frame, symbol=s, timeframe=timeframe, funding=ev,
                                            require_funding=source != NO_FUNDING)
-        targets[s] = np.asarray(strategy.targets(frame), dtype=np.float64) * weight
-        bench_targets[s] = BuyAndHold().targets(frame) * weight
+        targets[s] = flat_at_end(
+            np.asarray(strategy.targets(frame), dtype=np.float64) * weight, fill_delay)
+        bench_targets[s] = flat_at_end(BuyAndHold().targets(frame) * weight, fill_delay)
         sources.append(f"{s}: {source}")
     sim = simulate_portfolio(markets, targets, config)
     bench = simulate_portfolio(markets, bench_targets, config)

@@ -174,6 +174,23 @@ def pbo_cscv(returns: np.ndarray, n_blocks: int = 16) -> PBOResult:
     )
 
 
+def pbo_of_equity_curves(curves: list[np.ndarray], initial_cash: list[float],
+                         n_blocks: int = 16) -> PBOResult | None:
+    """PBO of several runs over the SAME bars, from their equity curves; None when
+    there are fewer than two runs, the curves differ in length, or too few bars fill
+    the blocks (a comparison across different data is not a selection among variants).
+    """
+    from perptrader.backtest.metrics import bar_returns
+
+    if len(curves) < 2 or len({len(c) for c in curves}) != 1:
+        return None
+    matrix = np.column_stack([bar_returns(np.asarray(c, dtype=np.float64), cash)
+                              for c, cash in zip(curves, initial_cash, strict=True)])
+    if len(matrix) < 2 * n_blocks or not np.isfinite(matrix).all():
+        return None
+    return pbo_cscv(matrix, n_blocks=n_blocks)
+
+
 __all__ = [
     "EULER_GAMMA",
     "DeflatedSharpe",
@@ -181,5 +198,6 @@ __all__ = [
     "deflated_sharpe",
     "expected_max_sharpe",
     "pbo_cscv",
+    "pbo_of_equity_curves",
     "probabilistic_sharpe",
 ]

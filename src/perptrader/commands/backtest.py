@@ -193,10 +193,45 @@ def compare(
     with user_errors():
         results = [(str(p), read_result(p)) for p in runs]
     rows = compare_rows(results)
+    pbo = runs_pbo(runs, results)
     if as_json:
-        print_json(_compare_json(rows))
+        print_json({"runs": _compare_json(rows), "pbo": pbo})
     else:
         console.print(results_table(rows, "Backtests"))
+        console.print(pbo_line(pbo))
+
+
+def runs_pbo(runs: list[Path], results: list[tuple[str, dict[str, Any]]]) -> dict | None:
+    """PBO (CSCV) across runs on the same bars, from their equity.parquet files."""
+    import pandas as pd
+
+    from perptrader.backtest.artifacts import EQUITY_FILE
+    from perptrader.backtest.overfitting import pbo_of_equity_curves
+
+    if len({_benchmark_key(res)[:4] for _, res in results}) != 1:
+        return None  # different symbols or spans: not variants of one selection
+    paths = [Path(p) / EQUITY_FILE for p in runs]
+    if not all(p.is_file() for p in paths):
+        return None
+    curves = [pd.read_parquet(p, columns=["equity"])["equity"].to_numpy() for p in paths]
+    cash = [float(res.get("initial_cash", 10_000.0)) for _, res in results]
+    return _pbo_json(pbo_of_equity_curves(curves, cash))
+
+
+def _pbo_json(result) -> dict | None:
+    if result is None:
+        return None
+    return {"pbo": result.pbo, "n_strategies": result.n_strategies,
+            "n_blocks": result.n_blocks, "n_splits": result.n_splits}
+
+
+def pbo_line(pbo: dict | None) -> str:
+    if pbo is None:
+        return ("PBO: not computed (needs two or more runs on the same bars with their "
+                "equity files)")
+    return (f"Probability of backtest overfitting (CSCV, {pbo['n_strategies']} runs, "
+            f"{pbo['n_blocks']} blocks, {pbo['n_splits']:,} splits): {pbo['pbo']:.2f}: "
+            "how often the in-sample best run is at or below the median out of sample.")
 
 
 @app.command("list-strategies")
@@ -236,15 +271,20 @@ def backtest_demo_stage(store: MarketStore, console: Console, out_root: Path) ->
     events = funding_events(store, symbol, frame, timeframe)
     console.print(f"Backtesting {len(BASELINES)} baselines on {symbol} {timeframe}: "
                   f"{frame.index[0]} → {frame.index[-1]} ({len(frame):,} bars)")
-    results = []
+    results, runs = [], []
     for name in BASELINES:
         res = run_on_frame(frame, get_strategy(name), symbol=symbol, timeframe=timeframe,
                            funding=events, n_trials=len(BASELINES))
+        runs.append(res)
         folder = Path(out_root) / name
         write_run(res, folder)
         results.append((name, res.as_json()))
         console.print(f"  {name}: report {folder / 'report.html'}")
     console.print(results_table(compare_rows(results), f"Baselines · {symbol} {timeframe}"))
+    from perptrader.backtest.overfitting import pbo_of_equity_curves
+
+    console.print(pbo_line(_pbo_json(pbo_of_equity_curves(
+        [r.sim.bars["equity"].to_numpy() for r in runs], [r.config.initial_cash for r in runs]))))
 
 
 __all__ = ["app", "backtest_demo_stage", "compare_rows", "results_table"]
