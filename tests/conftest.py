@@ -54,3 +54,11 @@ def real_btc_1h(tmp_path_factory: pytest.TempPathFactory):
         return load("BTCUSDT", "1h", store=s)
     finally:
         s.close()
+
+
+@pytest.fixture(scope="session")
+def real_btc_1h_ml(real_btc_1h):
+    """The ML research table (default features + labels) of the real BTCUSDT 1h frame."""
+    from perptrader.ml.dataset import build_ml_frame
+
+    return build_ml_frame(real_btc_1h, symbol="BTCUSDT", timeframe="1h")

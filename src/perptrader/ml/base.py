@@ -1,0 +1,122 @@
+"""What every model and every split shares: the research table, the classes, the
+model protocol.
+
+An ``MLFrame`` is ONE table per symbol and timeframe: trade-price OHLCV (for the
+pattern expert's price shape), the feature columns of a feature build, and the label
+columns. Models never get a pre-cut copy: they get the whole frame plus the row
+positions they may use (``rows``), so a sequence model can look back L bars before the
+first row of a fold (those bars' features were known at the time) while a fold's test
+rows are never seen in training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import pandas as pd
+
+#: class order of every probability matrix: column 0 = SELL, 1 = HOLD, 2 = BUY
+CLASSES = ("SELL", "HOLD", "BUY")
+N_CLASSES = 3
+#: the label a build names by default (``features/labels.py``: -1 SELL, 0 HOLD, +1 BUY)
+DEFAULT_LABEL = "label_adaptive"
+OHLCV = ("open", "high", "low", "close", "volume")
+
+#: feature-family prefixes of the two experts' inputs (see ``feature_groups``)
+PATTERN_PREFIXES = ("vsa_", "candle_", "pattern_", "htf4h_vsa_", "htf4h_candle_",
+                    "htf1d_vsa_")
+INDICATOR_PREFIXES = ("trend_", "momentum_", "volatility_", "volume_", "htf4h_momentum_",
+                      "rangevol_", "htf4h_rangevol_")
+
+
+def to_class(labels: np.ndarray | pd.Series) -> np.ndarray:
+    """-1/0/+1 labels (NaN = unknown) to class indices 0/1/2 (-1 = unknown)."""
+    values = np.asarray(labels, dtype=np.float64)
+    out = np.full(len(values), -1, dtype=np.int64)
+    known = ~np.isnan(values)
+    out[known] = values[known].astype(np.int64) + 1
+    if known.any() and (out[known].min() < 0 or out[known].max() > 2):
+        raise ValueError("labels must be -1 (SELL), 0 (HOLD), +1 (BUY) or NaN")
+    return out
+
+
+@dataclass
+class MLFrame:
+    """The research table of one symbol/timeframe (index = bar open time, UTC)."""
+
+    frame: pd.DataFrame
+    features: list[str]
+    label: str = DEFAULT_LABEL
+    #: bars the label looks ahead (purging removes this many training rows before a test
+    #: window, whose labels would otherwise overlap it)
+    horizon: int = 24
+    #: feature_hash, feature_set, symbol, timeframe, data range (from the build metadata)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        missing = [c for c in (*self.features, self.label) if c not in self.frame.columns]
+        if missing:
+            raise KeyError(f"MLFrame: columns missing from the frame: {missing[:10]}")
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    @property
+    def y(self) -> np.ndarray:
+        """Class index per row (0 SELL, 1 HOLD, 2 BUY), -1 where the label is unknown."""
+        return to_class(self.frame[self.label])
+
+    @property
+    def index(self) -> pd.DatetimeIndex:
+        return self.frame.index
+
+    def x(self, rows: np.ndarray, columns: list[str] | None = None) -> np.ndarray:
+        """Feature matrix (float32, NaN kept) of the given row positions."""
+        cols = self.features if columns is None else columns
+        return self.frame[cols].to_numpy(np.float32)[rows]
+
+    def labelled(self, rows: np.ndarray) -> np.ndarray:
+        """The positions among ``rows`` whose label is known."""
+        return rows[self.y[rows] >= 0]
+
+
+def feature_groups(features: list[str]) -> dict[str, list[str]]:
+    """The two experts' inputs: price shape (VSA, candles, patterns) and indicators."""
+    return {
+        "pattern": [f for f in features if f.startswith(PATTERN_PREFIXES)],
+        "indicator": [f for f in features if f.startswith(INDICATOR_PREFIXES)],
+    }
+
+
+#: progress callback: (stage, done, total, metrics) — e.g. ("epoch", 3, 20, {"val_f1": .4})
+Progress = Callable[[str, int, int, dict[str, float]], None]
+
+
+@runtime_checkable
+class Classifier(Protocol):
+    """A 3-class model over an MLFrame. Implementations: ml.gbdt, ml.experts."""
+
+    #: short kind name, e.g. "lightgbm", "xlstm-pattern"
+    kind: str
+
+    def fit(self, data: MLFrame, train_rows: np.ndarray, valid_rows: np.ndarray,
+            progress: Progress | None = None) -> dict[str, Any]:
+        """Train on ``train_rows`` (early stopping / model selection on ``valid_rows``
+        only); return the training history (per-iteration or per-epoch metrics)."""
+        ...
+
+    def predict_proba(self, data: MLFrame, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), 3) class probabilities, columns in ``CLASSES`` order."""
+        ...
+
+    def save(self, folder: Path) -> None:
+        """Write weights and config into ``folder`` (created by the caller)."""
+        ...
+
+    @classmethod
+    def load(cls, folder: Path) -> Classifier:
+        ...
