@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from feature_frames import synthetic_frame
-
 from perptrader.ml.base import MLFrame
 from perptrader.ml.dataset import build_ml_frame
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import typer
 
 from perptrader import __version__
-from perptrader.commands import data, features
+from perptrader.commands import data, features, ml
 from perptrader.commands.backtest import app as backtest_app
 from perptrader.commands.demo import demo
+from perptrader.commands.tune import tune
 
 app = typer.Typer(
     name="perptrader",
@@ -19,6 +20,10 @@ app.add_typer(data.app, name="data")
 app.add_typer(features.app, name="features")
 app.add_typer(backtest_app, name="backtest")
 app.command("demo")(demo)
+app.command("train")(ml.train)
+app.command("predict")(ml.predict)
+app.add_typer(ml.models_app, name="models")
+app.command("tune")(tune)
 
 
 @app.command("version")

@@ -241,6 +241,10 @@ def list_strategies(as_json: bool = typer.Option(False, "--json", help="Print JS
 
     items = [{"name": name, "description": desc, "params": strategy_params(name)}
              for name, (_, desc) in REGISTRY.items()]
+    items.append({"name": "model:NAME[@VERSION]",
+                  "description": "A registered model (`perptrader models list`): long when "
+                                 "P(BUY), short when P(SELL) passes its threshold.",
+                  "params": {"buy_threshold": 0.45, "sell_threshold": 0.45}})
     if as_json:
         print_json(items)
         return

@@ -1,6 +1,7 @@
 """``perptrader demo``: the main job on the embedded default: import market data, show
 what is stored, build features and labels (with the look-ahead and live-path checks),
-then backtest the baseline strategies and write their reports."""
+then backtest the baseline strategies and write their reports, and train the models
+walk-forward beside their baselines."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from perptrader.commands.backtest import backtest_demo_stage
 from perptrader.commands.common import console, err_console, settings, store_session
 from perptrader.commands.data import import_table, inventory_table, run_import
 from perptrader.commands.features import features_demo_stage
+from perptrader.commands.ml import ml_demo_stage
 from perptrader.marketdata.sources.base import ImportHints
 
 DEMO_DATA_ENV = "PERPTRADER_DEMO_DATA"
@@ -57,3 +59,5 @@ def demo(
         features_demo_stage(store, cfg.data_dir / "features")
         console.rule("Backtests of the baseline strategies")
         backtest_demo_stage(store, console, cfg.data_dir / "backtests")
+        console.rule("Machine learning: walk-forward models beside baselines")
+        ml_demo_stage(store, console, cfg.data_dir / "ml")

@@ -10,8 +10,8 @@ import pandas as pd
 from perptrader.features.base import FeatureContext
 from perptrader.features.pipeline import FeatureBuild, build
 from perptrader.features.sets import get_set
-from perptrader.ml.base import DEFAULT_LABEL, OHLCV, MLFrame
 from perptrader.marketdata.store.base import MarketStore
+from perptrader.ml.base import DEFAULT_LABEL, OHLCV, MLFrame
 
 
 def ml_frame_from_build(bars: pd.DataFrame, result: FeatureBuild, *,

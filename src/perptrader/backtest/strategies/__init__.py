@@ -39,7 +39,14 @@ def _coerce(field: dataclasses.Field, value: object) -> object:
 
 def get_strategy(name: str, params: Mapping[str, object] | None = None) -> Strategy:
     """A strategy by registry name; ``params`` may be CLI strings (coerced by field type).
-    Raises ValueError naming the known strategies / parameters."""
+    Raises ValueError naming the known strategies / parameters.
+
+    ``model:NAME[@VERSION]`` is a registered ML model (``perptrader.ml.strategy``; the
+    latest version when none is given), params ``buy_threshold``/``sell_threshold``."""
+    if name.startswith("model:"):
+        from perptrader.ml.strategy import model_strategy  # lazy: ML stack only when used
+
+        return model_strategy(name, params)
     if name not in REGISTRY:
         raise ValueError(f"unknown strategy {name!r}; known: {', '.join(sorted(REGISTRY))}")
     cls = REGISTRY[name][0]

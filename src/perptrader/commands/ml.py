@@ -1,0 +1,561 @@
+"""``perptrader train / predict / models ...``: walk-forward training into the model
+registry, batch predictions, and the registry listing; plus the ML stage of
+``perptrader demo``.
+
+``train`` is one honest pipeline: walk-forward folds (a fresh model per fold, test rows
+never seen in fit), the three baselines on the same test rows, the out-of-sample
+probabilities traded through the backtest engine beside buy-and-hold, an HTML report,
+and the final model (refitted on the most recent window) registered with its manifest.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from perptrader.commands.common import (
+    console,
+    err_console,
+    print_json,
+    settings,
+    store_session,
+    user_errors,
+)
+from perptrader.core.errors import PerptraderError
+
+KINDS_HELP = "gbdt|lightgbm|xgboost|catboost|xlstm-pattern|xlstm-indicator|lstm|ensemble"
+NEURAL = ("xlstm-pattern", "xlstm-indicator", "lstm")
+BOOSTED = ("lightgbm", "xgboost", "catboost")
+#: the default walk-forward of a full run and of a --quick run (when none is given)
+DEFAULT_SPEC = "train=540d,test=30d"
+QUICK_SPEC = "train=365d,test=60d,folds=2"
+
+#: small settings for demos and tests: few trees, tiny nets, few epochs
+QUICK_TREES = {"n_estimators": 40, "early_stopping_rounds": 10, "learning_rate": 0.15,
+               "progress_every": 10}
+QUICK_EXPERT = {"seq_len": 32, "d_model": 32, "n_blocks": 2, "embedding_dim": 16,
+                "max_epochs": 2, "patience": 2, "batch_size": 128, "train_stride": 4,
+                "warmup_steps": 10}
+
+models_app = typer.Typer(help="The model registry: list and inspect registered models.",
+                         no_args_is_help=True)
+
+
+def parse_params(items: list[str] | None) -> dict[str, Any]:
+    """``key=value`` strings to a dict; values read as JSON when they parse (numbers,
+    true/false, lists), else kept as text."""
+    import json
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"{item!r} is not key=value", param_hint="--param")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
+
+
+def model_kwargs_for(kind: str, *, quick: bool = False, epochs: int | None = None,
+                     params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``make_model`` kwargs of ``kind`` for a full or a ``--quick`` run; ``epochs`` caps
+    the neural experts' epochs; ``params`` (``--param``, e.g. what ``perptrader tune``
+    found) override: keys of ``ExpertConfig`` go to the neural experts, the rest to the
+    gradient-boosting library. JSON-able (they go into the manifest)."""
+    from dataclasses import fields
+
+    from perptrader.ml.experts import ExpertConfig
+    from perptrader.ml.models import KINDS
+
+    if kind not in KINDS:
+        raise typer.BadParameter(f"unknown model {kind!r}; one of {KINDS_HELP}",
+                                 param_hint="--model")
+    expert_keys = {f.name for f in fields(ExpertConfig)}
+    expert: dict[str, Any] = dict(QUICK_EXPERT) if quick else {}
+    trees = dict(QUICK_TREES) if quick else {}
+    for key, value in (params or {}).items():
+        (expert if key in expert_keys else trees)[key] = value
+    if epochs is not None:
+        expert["max_epochs"] = epochs
+    if kind in BOOSTED:
+        return {"params": trees} if trees else {}
+    if kind == "gbdt":
+        return {"params": {k: dict(trees) for k in BOOSTED}} if trees else {}
+    if kind in NEURAL:
+        return {"config": expert} if expert else {}
+    # ensemble: the GBDT ensemble and both experts, each with the settings above
+    out: dict[str, Any] = {}
+    if trees:
+        out["member_kwargs"] = {"gbdt": {"params": {k: dict(trees) for k in BOOSTED}}}
+    if expert:
+        out["config"] = expert
+    return out
+
+
+class TrainProgress:
+    """Rich bars on stderr: folds done, and the current model's iterations / epochs
+    with their latest metrics (train/valid loss, valid macro-F1)."""
+
+    def __init__(self, bar: Progress, label: str) -> None:
+        self.bar = bar
+        self.label = label
+        self.folds = bar.add_task(f"{label}: folds", total=None)
+        self.inner = bar.add_task("", total=None)
+
+    def __call__(self, stage: str, done: int, total: int, metrics: dict[str, float]) -> None:
+        if stage == "fold":
+            self.bar.update(self.folds, completed=done, total=total,
+                            description=f"{self.label}: fold {done + 1}/{total}")
+            self.bar.update(self.inner, completed=0, total=None, description="")
+        elif stage == "fold_done":
+            self.bar.update(self.folds, completed=done, total=total,
+                            description=f"{self.label}: fold {done}/{total} "
+                                        f"macro-F1 {metrics.get('macro_f1', float('nan')):.3f}")
+        elif stage == "final":
+            self.bar.update(self.folds, description=f"{self.label}: final refit")
+        else:
+            shown = {k: v for k, v in metrics.items() if k not in ("fold", "n_folds")
+                     and isinstance(v, int | float)}
+            text = " ".join(f"{k} {v:.4g}" for k, v in shown.items())
+            self.bar.update(self.inner, completed=done, total=total,
+                            description=f"  {stage} {text}")
+
+
+@contextmanager
+def train_progress(label: str, enabled: bool) -> Iterator[TrainProgress | None]:
+    if not enabled:
+        yield None
+        return
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err_console, transient=True) as bar:
+        yield TrainProgress(bar, label)
+
+
+def _load(store, symbol: str, timeframe: str, start: str | None, end: str | None,
+          feature_set: str):
+    """(MLFrame, loader bars, funding events) of one symbol/timeframe."""
+    from perptrader.backtest.engine import funding_events
+    from perptrader.features.inputs import load_inputs
+    from perptrader.features.sets import get_set
+    from perptrader.ml.dataset import build_ml_frame
+
+    try:
+        fs = get_set(feature_set)
+    except KeyError as exc:
+        raise PerptraderError(str(exc.args[0])) from None
+    bars, ctx = load_inputs(store, symbol, timeframe, fs, start, end)
+    try:
+        data = build_ml_frame(bars, symbol=symbol, timeframe=timeframe,
+                              feature_set=feature_set, ctx=ctx)
+    except ValueError as exc:
+        raise PerptraderError(f"{symbol} {timeframe}: {exc}") from None
+    return data, bars, funding_events(store, symbol, bars, timeframe)
+
+
+def train_and_register(store, *, symbol: str, timeframe: str, kind: str, name: str,
+                       spec_text: str, model_kwargs: dict[str, Any], start: str | None = None,
+                       end: str | None = None, feature_set: str = "default",
+                       calibrate: bool = False, show_progress: bool = True,
+                       loaded: tuple | None = None) -> dict[str, Any]:
+    """Walk-forward, trading evaluation, report, registration; returns the JSON payload
+    of ``train --json`` (see ``train_payload``). ``loaded`` reuses ``_load``'s output."""
+    from perptrader.ml.registry import register
+    from perptrader.ml.report import write_ml_report
+    from perptrader.ml.splits import WalkForwardSpec
+    from perptrader.ml.trading import oos_backtest
+    from perptrader.ml.walkforward import run_walk_forward
+
+    try:
+        spec = WalkForwardSpec.parse(spec_text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--walk-forward") from None
+    data, bars, events = loaded or _load(store, symbol, timeframe, start, end, feature_set)
+    t0 = time.perf_counter()
+    with train_progress(f"{name} ({kind})", show_progress) as progress:
+        try:
+            wf = run_walk_forward(data, kind, spec, model_kwargs=model_kwargs,
+                                  calibrate=calibrate, progress=progress)
+        except ValueError as exc:  # too little data for the spec, no labelled rows ...
+            raise PerptraderError(f"{name}: {exc}") from None
+    seconds = time.perf_counter() - t0
+    summary = wf.summary
+    summary["trading"] = oos_backtest(data, bars, wf.oos_proba, funding=events)
+    summary["seconds"] = round(seconds, 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        report = write_ml_report(Path(tmp) / "report.html", summary, wf.histories)
+        folder = register(name, wf.final_model, data=data, summary=summary, spec=spec,
+                          model_kwargs=model_kwargs, report_path=report)
+    return train_payload(summary, name=name, folder=folder)
+
+
+def _brief(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: metrics.get(k) for k in ("macro_f1", "accuracy", "prediction_distribution",
+                                        "log_loss", "ece", "n")}
+
+
+def train_payload(summary: dict[str, Any], *, name: str, folder: Path) -> dict[str, Any]:
+    """The ``train --json`` object: OOS figures at the top level, per-fold figures, the
+    same figures for each baseline, the trading row beside buy-and-hold, warnings."""
+    from perptrader.ml.registry import jsonable
+
+    folds = [{"index": f["index"], "train": f["train"], "test": f["test"],
+              "n_train": f["n_train"], "n_test": f["n_test"], **_brief(f["metrics"]),
+              "baselines": {b: _brief(m) for b, m in f["baselines"].items()}}
+             for f in summary["folds"]]
+    return jsonable({
+        "model": summary["model"], "name": name, "version": int(folder.name),
+        "symbol": summary["symbol"], "timeframe": summary["timeframe"],
+        "feature_set": summary["feature_set"], "feature_hash": summary["feature_hash"],
+        **_brief(summary["oos"]),
+        "folds": folds,
+        "baselines": {b: _brief(m) for b, m in summary["baselines"].items()},
+        "trading": summary.get("trading"),
+        "warnings": summary.get("warnings", []),
+        "seconds": summary.get("seconds"),
+        "path": str(folder),
+        "report": str(folder / "report.html"),
+    })
+
+
+def _pct(v: Any) -> str:
+    return "–" if v is None else f"{v:.1%}"
+
+
+def _num(v: Any, digits: int = 3) -> str:
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+def oos_table(rows: list[tuple[str, dict[str, Any]]], title: str) -> Table:
+    """Models and baselines side by side: macro-F1, accuracy, log-loss, ECE, predicted
+    class shares."""
+    table = Table(title=title)
+    for col in ("model", "macro-F1", "accuracy", "log-loss", "ECE", "pred SELL", "pred HOLD",
+                "pred BUY", "rows"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for label, m in rows:
+        dist = m.get("prediction_distribution") or {}
+        style = "dim" if label.startswith("baseline") else None
+        table.add_row(label, _num(m.get("macro_f1")), _pct(m.get("accuracy")),
+                      _num(m.get("log_loss")), _num(m.get("ece")), _pct(dist.get("SELL")),
+                      _pct(dist.get("HOLD")), _pct(dist.get("BUY")),
+                      f"{m['n']:,}" if m.get("n") is not None else "–", style=style)
+    return table
+
+
+def folds_table(payload: dict[str, Any]) -> Table:
+    table = Table(title="Per fold (out of sample)")
+    for col in ("fold", "train", "test", "test rows", "macro-F1", "accuracy", "logistic F1",
+                "persistence F1", "majority F1"):
+        table.add_column(col, justify="right")
+    for f in payload["folds"]:
+        b = f["baselines"]
+        table.add_row(str(f["index"]), f"{f['train'][0][:10]} → {f['train'][1][:10]}",
+                      f"{f['test'][0][:10]} → {f['test'][1][:10]}", f"{f['n_test']:,}",
+                      _num(f["macro_f1"]), _pct(f["accuracy"]),
+                      *(_num(b.get(n, {}).get("macro_f1"))
+                        for n in ("logistic", "persistence", "majority")))
+    return table
+
+
+TRADING_COLUMNS = (("total_return", "return", _pct), ("sharpe", "Sharpe", _num),
+                   ("max_drawdown", "max DD", _pct), ("win_rate", "win rate", _pct),
+                   ("trades", "trades", lambda v: "–" if v is None else f"{v:,}"),
+                   ("time_in_market", "in market", _pct),
+                   ("fees_paid", "fees", lambda v: _num(v, 2)),
+                   ("funding_paid", "funding", lambda v: _num(v, 2)))
+
+
+def trading_table(rows: list[tuple[str, dict[str, Any]]], title: str) -> Table:
+    table = Table(title=title)
+    table.add_column("strategy")
+    for _, header, _ in TRADING_COLUMNS:
+        table.add_column(header, justify="right")
+    for label, m in rows:
+        table.add_row(label, *(f(m.get(k)) for k, _, f in TRADING_COLUMNS),
+                      style="dim" if label == "buy_and_hold" else None)
+    return table
+
+
+def trading_title(trading: dict[str, Any]) -> str:
+    return (f"Out-of-sample trading · {trading['first_bar'][:16]} → {trading['last_bar'][:16]}"
+            f" · {trading['bars']:,} bars · long P(BUY) ≥ {trading['buy_threshold']}, short "
+            f"P(SELL) ≥ {trading['sell_threshold']} · costs and funding on")
+
+
+def print_train(payload: dict[str, Any], out: Console) -> None:
+    rows = [(f"{payload['name']} ({payload['model']})", payload)]
+    rows += [(f"baseline: {b}", m) for b, m in payload["baselines"].items()]
+    out.print(oos_table(rows, f"{payload['symbol']} {payload['timeframe']} · out of sample "
+                              f"over {len(payload['folds'])} folds"))
+    out.print(folds_table(payload))
+    tr = payload["trading"]
+    out.print(trading_table([(f"{payload['name']} OOS", tr["model"]),
+                             ("buy_and_hold", tr["buy_and_hold"])], trading_title(tr)))
+    for w in tr.get("warnings", []):
+        out.print(f"[yellow]warning:[/yellow] {w}")
+    for w in payload["warnings"]:
+        out.print(f"[bold red]WARNING: {w}[/bold red]")
+    out.print(f"registered [bold]{payload['name']}[/bold] v{payload['version']} → "
+              f"{payload['path']} (report: {payload['report']})")
+
+
+def train(
+    symbol: str = typer.Option("BTCUSDT", "--symbol", help="Instrument, e.g. BTCUSDT."),
+    timeframe: str = typer.Option("1h", "--timeframe", help="Bar timeframe, e.g. 1h."),
+    model: str = typer.Option(..., "--model", help=KINDS_HELP),
+    name: str = typer.Option(..., "--name", help="Registry name; each run adds a version."),
+    start: str | None = typer.Option(None, "--start", help="First bar (UTC), e.g. 2023-01-01."),
+    end: str | None = typer.Option(None, "--end", help="End (UTC, exclusive)."),
+    walk_forward: str | None = typer.Option(
+        None, "--walk-forward", help=f"e.g. {DEFAULT_SPEC}[,valid=0.15][,mode=expanding]"
+        f"[,embargo=24][,folds=3]; default {DEFAULT_SPEC} ({QUICK_SPEC} with --quick)."),
+    feature_set: str = typer.Option("default", "--set", help="Feature set."),
+    epochs: int | None = typer.Option(None, "--epochs", min=1,
+                                      help="Max epochs of the neural experts."),
+    quick: bool = typer.Option(False, "--quick", help="Small settings for demos and tests: "
+                               "few folds, small nets, few epochs, few trees."),
+    calibrate: bool = typer.Option(False, "--calibrate", help="Temperature scaling fitted "
+                                   "on each fold's validation slice."),
+    param: list[str] | None = typer.Option(
+        None, "--param", help="Model setting key=value (repeatable), e.g. --param "
+        "learning_rate=0.03 or --param d_model=48; what `perptrader tune` printed."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
+) -> None:
+    """Walk-forward train a model, compare it with the baselines, trade its out-of-sample
+    predictions beside buy-and-hold, and register the final model."""
+    from perptrader.ml.registry import check_name
+
+    cfg = settings()
+    kwargs = model_kwargs_for(model, quick=quick, epochs=epochs, params=parse_params(param))
+    spec_text = walk_forward or (QUICK_SPEC if quick else DEFAULT_SPEC)
+    with store_session(cfg) as store:
+        check_name(name)
+        payload = train_and_register(store, symbol=symbol, timeframe=timeframe, kind=model,
+                                     name=name, spec_text=spec_text, model_kwargs=kwargs,
+                                     start=start, end=end, feature_set=feature_set,
+                                     calibrate=calibrate, show_progress=not as_json)
+    if as_json:
+        print_json(payload)
+        for w in payload["warnings"]:
+            err_console.print(f"[bold red]WARNING: {w}[/bold red]")
+        return
+    print_train(payload, console)
+
+
+def predict(
+    model: str = typer.Option(..., "--model", help="Registered model name."),
+    version: int | None = typer.Option(None, "--version", help="Default: the latest."),
+    symbol: str = typer.Option("BTCUSDT", "--symbol", help="Instrument, e.g. BTCUSDT."),
+    timeframe: str = typer.Option("1h", "--timeframe", help="Bar timeframe, e.g. 1h."),
+    start: str | None = typer.Option(None, "--start", help="First bar (UTC)."),
+    end: str | None = typer.Option(None, "--end", help="End (UTC, exclusive)."),
+    out: Path = typer.Option(..., "--out", help="Parquet file to write."),
+    embeddings: bool = typer.Option(False, "--embeddings", help="Add the expert's embedding "
+                                    "columns (xLSTM/LSTM experts only)."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
+) -> None:
+    """Probabilities (SELL/HOLD/BUY) and the predicted class of every bar after the
+    feature warm-up (sequence models: after their first window). Refuses data whose
+    features differ from the model's."""
+    import numpy as np
+    import pandas as pd
+
+    from perptrader.ml.base import CLASSES
+    from perptrader.ml.registry import (
+        load_registered,
+        predict_registered,
+        predictable_rows,
+        show,
+    )
+
+    cfg = settings()
+    with store_session(cfg) as store:
+        manifest = show(model, version)
+        data, _, _ = _load(store, symbol, timeframe, start, end, manifest["feature_set"])
+        clf, manifest = load_registered(model, manifest["version"], data=data)
+        # sequence experts need seq_len - 1 bars of features first: those rows are left out
+        rows = predictable_rows(clf, data, np.arange(len(data), dtype=np.int64))
+        if len(rows) == 0:
+            raise PerptraderError(f"model {model!r}: no bar in this range has enough "
+                                  "history to predict")
+        proba = predict_registered(clf, manifest, data, rows)
+        frame = pd.DataFrame(proba, index=data.index[rows], columns=list(CLASSES))
+        frame["predicted"] = pd.Categorical.from_codes(proba.argmax(axis=1),
+                                                       categories=list(CLASSES))
+        if embeddings:
+            if not hasattr(clf, "embed"):
+                raise PerptraderError(f"model {model!r} ({manifest['kind']}) has no "
+                                      "embeddings (only the sequence experts do)")
+            emb = np.asarray(clf.embed(data, rows))
+            for j in range(emb.shape[1]):
+                frame[f"emb_{j}"] = emb[:, j]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(out)
+    shares = frame["predicted"].value_counts(normalize=True)
+    payload = {"model": model, "version": manifest["version"], "kind": manifest["kind"],
+               "symbol": symbol, "timeframe": timeframe, "rows": len(frame),
+               "skipped_rows": len(data) - len(frame),
+               "first_bar": frame.index[0].isoformat(), "last_bar": frame.index[-1].isoformat(),
+               "prediction_distribution": {c: float(shares.get(c, 0.0)) for c in CLASSES},
+               "columns": list(frame.columns), "out": str(out)}
+    if as_json:
+        print_json(payload)
+        return
+    dist = ", ".join(f"{c} {v:.1%}" for c, v in payload["prediction_distribution"].items())
+    console.print(f"{model} v{payload['version']} ({payload['kind']}): {len(frame):,} bars "
+                  f"{payload['first_bar'][:16]} → {payload['last_bar'][:16]}; predicted "
+                  f"{dist}; wrote {out}")
+
+
+@models_app.command("list")
+def models_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Registered models (latest version of each) with their out-of-sample figures."""
+    from perptrader.ml.registry import list_models
+
+    settings()
+    with user_errors():
+        rows = list_models()
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        console.print("No models registered yet (perptrader train ... --name NAME).")
+        return
+    table = Table(title="Registered models")
+    for col in ("name", "version", "kind", "symbol", "timeframe", "features", "OOS macro-F1",
+                "accuracy", "created"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], f"{r['version']} (of {len(r['versions'])})", r["kind"],
+                      str(r["symbol"]), str(r["timeframe"]),
+                      f"{r['feature_set']} ({r['n_features']})", _num(r["macro_f1"]),
+                      _pct(r["accuracy"]), r["created"])
+    console.print(table)
+
+
+@models_app.command("show")
+def models_show(
+    name: str = typer.Argument(..., help="Registered model name."),
+    version: int | None = typer.Option(None, "--version", help="Default: the latest."),
+    as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+) -> None:
+    """One version's manifest: data, features, walk-forward, settings, OOS metrics."""
+    from perptrader.ml.registry import show
+
+    settings()
+    with user_errors():
+        m = show(name, version)
+    if as_json:
+        print_json(m)
+        return
+    table = Table(title=f"{m['name']} v{m['version']}", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("", overflow="fold")
+    wf = m.get("walk_forward") or {}
+    for key, value in (
+        ("kind", m["kind"]), ("created", m["created"]),
+        ("code", f"perptrader {m['perptrader_version']} @ {m.get('git_commit') or 'no git'}"),
+        ("data", f"{m['symbol']} {m['timeframe']} {m['data']['first_bar']} → "
+                 f"{m['data']['last_bar']} ({m['data']['rows']:,} rows)"),
+        ("features", f"{m['feature_set']}: {m['n_features']} (hash {m['feature_hash']})"),
+        ("label", f"{m['label']} (horizon {m['horizon']} bars)"),
+        ("walk-forward", ", ".join(f"{k}={v}" for k, v in wf.items())),
+        ("settings", str(m.get("model_kwargs") or "defaults")),
+        ("folder", m["path"]),
+    ):
+        table.add_row(key, str(value))
+    console.print(table)
+    metrics = m.get("metrics") or {}
+    if metrics.get("oos"):
+        rows = [(m["name"], metrics["oos"])]
+        rows += [(f"baseline: {b}", v) for b, v in (metrics.get("baselines") or {}).items()]
+        console.print(oos_table(rows, "Out of sample"))
+    for w in m.get("warnings") or []:
+        console.print(f"[bold red]WARNING: {w}[/bold red]")
+
+
+# ------------------------------------------------------------------ demo stage
+
+#: the demo's models: (registry name, kind, model kwargs) — tiny settings for 2 CPU cores
+DEMO_SPEC = "train=365d,test=60d,folds=2"
+DEMO_TREES = {"n_estimators": 30, "early_stopping_rounds": 8, "learning_rate": 0.15,
+              "progress_every": 10}
+DEMO_EXPERT = {"seq_len": 32, "d_model": 32, "n_blocks": 2, "embedding_dim": 16,
+               "max_epochs": 2, "patience": 2, "batch_size": 128, "train_stride": 4,
+               "warmup_steps": 10}
+
+
+def demo_models() -> list[tuple[str, str, dict[str, Any]]]:
+    # k=2: the out-of-fold stacking of the GBDT ensemble on two blocks (demo-sized)
+    gbdt = {"params": {k: dict(DEMO_TREES) for k in BOOSTED}, "k": 2}
+    return [
+        ("demo-gbdt", "gbdt", gbdt),
+        ("demo-xlstm-pattern", "xlstm-pattern", {"config": dict(DEMO_EXPERT)}),
+        ("demo-xlstm-indicator", "xlstm-indicator", {"config": dict(DEMO_EXPERT)}),
+        ("demo-ensemble", "ensemble", {"member_kwargs": {"gbdt": gbdt},
+                                       "config": dict(DEMO_EXPERT)}),
+    ]
+
+
+def ml_demo_stage(store, console: Console, out_root: Path) -> None:
+    """``perptrader demo``'s ML stage on BTCUSDT 1h: walk-forward (last 2 folds of
+    train=365d,test=60d) of the GBDT ensemble, both xLSTM experts and their stack, with
+    tiny settings; the OOS table beside the baselines, each model's OOS trades beside
+    buy-and-hold; models registered as ``demo-*``, reports copied to ``out_root``."""
+    import shutil
+
+    symbol, timeframe = "BTCUSDT", "1h"
+    if not any(s.instrument.symbol == symbol and s.instrument.market == "perp"
+               and s.kind == "ohlcv" and s.timeframe == timeframe for s in store.inventory()):
+        console.print(f"[yellow]No {symbol} {timeframe} perpetual bars stored: ML stage "
+                      "skipped.[/yellow]")
+        return
+    t0 = time.perf_counter()
+    loaded = _load(store, symbol, timeframe, None, None, "default")
+    data = loaded[0]
+    console.print(f"ML research table {symbol} {timeframe}: {len(data):,} rows × "
+                  f"{len(data.features)} features (hash {data.meta.get('feature_hash')}); "
+                  f"walk-forward {DEMO_SPEC}")
+    out_root = Path(out_root)
+    out_root.mkdir(parents=True, exist_ok=True)
+    payloads = []
+    for name, kind, kwargs in demo_models():
+        t1 = time.perf_counter()
+        payload = train_and_register(store, symbol=symbol, timeframe=timeframe, kind=kind,
+                                     name=name, spec_text=DEMO_SPEC, model_kwargs=kwargs,
+                                     loaded=loaded)
+        report = out_root / f"{name}.html"
+        shutil.copyfile(payload["report"], report)
+        payloads.append(payload)
+        console.print(f"  {name} ({kind}): OOS macro-F1 {payload['macro_f1']:.3f} in "
+                      f"{time.perf_counter() - t1:.0f} s; registered v{payload['version']}, "
+                      f"report {report}")
+    first = payloads[0]
+    rows = [(f"{p['name']} ({p['model']})", p) for p in payloads]
+    rows += [(f"baseline: {b}", m) for b, m in first["baselines"].items()]
+    console.print(oos_table(rows, f"{symbol} {timeframe} · out of sample, "
+                                  f"{len(first['folds'])} folds · {first['n']:,} test rows"))
+    trades = [(f"{p['name']} OOS", p["trading"]["model"]) for p in payloads]
+    trades.append(("buy_and_hold", first["trading"]["buy_and_hold"]))
+    console.print(trading_table(trades, trading_title(first["trading"])))
+    for p in payloads:
+        for w in p["warnings"]:
+            console.print(f"[bold red]WARNING {p['name']}: {w}[/bold red]")
+    console.print(f"ML stage done in {time.perf_counter() - t0:.0f} s "
+                  f"(`perptrader models list`; backtest a model with "
+                  f"`perptrader backtest run --strategy model:demo-gbdt ...`)")
+
+
+__all__ = ["ml_demo_stage", "model_kwargs_for", "models_app", "predict", "train",
+           "train_and_register"]

@@ -1,0 +1,132 @@
+"""Does the classifier make money? Its out-of-sample probabilities as trades.
+
+Classification scores say little about P&L: a model can be right on many small moves
+and wrong on the big ones. ``oos_backtest`` turns the walk-forward's OUT-OF-SAMPLE
+probabilities into target exposures with the same rule the live ``ModelStrategy`` uses
+(``signals``) and runs them through the ONE backtest engine (costs, funding, fills at
+the next open) beside buy-and-hold over the same span, so the model row and the
+benchmark row differ only by the decisions. Bars outside the test windows (none, for
+adjacent rolling windows) and rows without a prediction are flat: the model never
+trades on a bar it was trained on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from perptrader.core.errors import PerptraderError
+from perptrader.ml.base import CLASSES, MLFrame
+
+#: the metrics a trading row shows (keys of ``backtest.metrics.performance``)
+TRADING_KEYS = ("total_return", "annual_return", "sharpe", "sortino", "max_drawdown",
+                "win_rate", "trades", "time_in_market", "fees_paid", "funding_paid")
+
+
+def signals(proba: np.ndarray, buy_threshold: float = 0.45,
+            sell_threshold: float = 0.45) -> np.ndarray:
+    """+1 where P(BUY) >= buy_threshold and P(BUY) > P(SELL); -1 where P(SELL) >=
+    sell_threshold and P(SELL) > P(BUY); 0 otherwise (also for NaN rows). Vectorized.
+
+    HOLD's probability is not compared: a 0.46 BUY / 0.50 HOLD row is still a long,
+    because the thresholds, not the arg-max, decide how sure the model must be.
+    """
+    p = np.asarray(proba, dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] != len(CLASSES):
+        raise ValueError(f"probabilities must be (n, 3) in {CLASSES} order, got {p.shape}")
+    for name, t in (("buy_threshold", buy_threshold), ("sell_threshold", sell_threshold)):
+        if not 0.0 <= t <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {t}")
+    sell, buy = p[:, 0], p[:, 2]
+    out = np.zeros(len(p), dtype=np.float64)
+    out[(buy >= buy_threshold) & (buy > sell)] = 1.0
+    out[(sell >= sell_threshold) & (sell > buy)] = -1.0
+    return out
+
+
+@dataclass(frozen=True)
+class PrecomputedTargets:
+    """A backtest Strategy replaying targets decided elsewhere, matched by timestamp.
+
+    The targets are per bar open time, so truncating the frame keeps every earlier
+    target unchanged (the Strategy protocol's no-look-ahead property); a bar without a
+    target is flat.
+    """
+
+    by_time: pd.Series = field(repr=False)
+    label: str = "model_oos"
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.label
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.settings)
+
+    def targets(self, frame: pd.DataFrame) -> np.ndarray:
+        values = self.by_time.reindex(frame.index)
+        return values.fillna(0.0).to_numpy(dtype=np.float64)
+
+
+def oos_targets(oos_proba: pd.DataFrame, buy_threshold: float = 0.45,
+                sell_threshold: float = 0.45) -> pd.Series:
+    """The target of every out-of-sample bar (index = bar open time)."""
+    missing = [c for c in CLASSES if c not in oos_proba.columns]
+    if missing:
+        raise PerptraderError(f"oos_proba lacks the probability columns {missing}")
+    sig = signals(oos_proba[list(CLASSES)].to_numpy(dtype=np.float64), buy_threshold,
+                  sell_threshold)
+    return pd.Series(sig, index=oos_proba.index, name="target")
+
+
+def oos_backtest_result(data: MLFrame, bars: pd.DataFrame, oos_proba: pd.DataFrame, *,
+                        buy_threshold: float = 0.45, sell_threshold: float = 0.45,
+                        costs: Any | None = None, leverage: float = 1.0,
+                        funding: pd.DataFrame | None = None):
+    """The ``BacktestResult`` of the OOS targets over the span of the test windows."""
+    from perptrader.backtest.engine import run_on_frame
+
+    if oos_proba.empty:
+        raise PerptraderError("no out-of-sample predictions to backtest")
+    first, last = oos_proba.index.min(), oos_proba.index.max()
+    span = bars.loc[(bars.index >= first) & (bars.index <= last)]
+    if len(span) < 2:
+        raise PerptraderError(f"the bars hold {len(span)} bar(s) between {first} and {last}: "
+                              "too few to backtest the out-of-sample predictions")
+    if not oos_proba.index.isin(span.index).all():
+        raise PerptraderError("some out-of-sample timestamps are not bars of the given frame "
+                              "(another symbol or timeframe?)")
+    strategy = PrecomputedTargets(
+        oos_targets(oos_proba, buy_threshold, sell_threshold), label="model_oos",
+        settings={"buy_threshold": buy_threshold, "sell_threshold": sell_threshold})
+    return run_on_frame(span, strategy, symbol=str(data.meta.get("symbol") or ""),
+                        timeframe=str(data.meta.get("timeframe") or "1h"), costs=costs,
+                        leverage=leverage, funding=funding)
+
+
+def oos_backtest(data: MLFrame, bars: pd.DataFrame, oos_proba: pd.DataFrame, *,
+                 buy_threshold: float = 0.45, sell_threshold: float = 0.45,
+                 costs: Any | None = None, leverage: float = 1.0,
+                 funding: pd.DataFrame | None = None) -> dict[str, Any]:
+    """The model's OOS trading figures beside buy-and-hold on the same bars and costs:
+    {"model": {...}, "buy_and_hold": {...}, "first_bar", "last_bar", "bars",
+    "buy_threshold", "sell_threshold", "leverage", "funding", "warnings"}."""
+    from perptrader.backtest.engine import json_safe
+
+    res = oos_backtest_result(data, bars, oos_proba, buy_threshold=buy_threshold,
+                              sell_threshold=sell_threshold, costs=costs, leverage=leverage,
+                              funding=funding)
+    rng = res.data_range
+    return json_safe({
+        "model": {k: res.metrics.get(k) for k in TRADING_KEYS},
+        "buy_and_hold": {k: res.benchmark_metrics.get(k) for k in TRADING_KEYS},
+        "first_bar": rng["first_bar"], "last_bar": rng["last_bar"], "bars": rng["bars"],
+        "buy_threshold": buy_threshold, "sell_threshold": sell_threshold,
+        "leverage": leverage, "funding": rng["funding"],
+        "warnings": list(res.warnings),
+    })

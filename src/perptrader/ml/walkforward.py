@@ -1,0 +1,240 @@
+"""Walk-forward training and out-of-sample evaluation of one model kind.
+
+Each fold gets a FRESH model (``make_model``) fitted on the fold's purged training rows
+with early stopping on its validation slice; the fold's test rows are predicted and
+never passed to ``fit``. The three baselines (majority class, persistence, logistic
+regression) are fitted on the same training rows and scored on the same test rows, so
+"the model beats the baselines" is a like-for-like statement. Out-of-sample figures are
+computed on all folds' test rows together (not averaged per fold: a fold with few rows
+would otherwise weigh as much as a long one).
+
+Optional temperature scaling (``calibrate=True``) is fitted on the validation slice
+only: it changes log-loss and calibration, never the arg-max class.
+
+``final_model``: the model a user registers and trades is refitted on the most recent
+training window (its last ``spec.valid`` share for early stopping, purged), because the
+fold models are each trained on older data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from perptrader.ml.base import CLASSES, Classifier, MLFrame, Progress
+from perptrader.ml.splits import Fold, WalkForwardSpec, walk_forward
+
+
+@dataclass
+class WalkForwardResult:
+    """What a walk-forward produced (see the module docstring)."""
+
+    #: JSON-able: model, symbol, timeframe, feature_hash, folds, oos, baselines, warnings
+    summary: dict[str, Any]
+    #: index = test bar open times; columns SELL, HOLD, BUY, fold (labelled test rows only)
+    oos_proba: pd.DataFrame
+    #: "<kind> fold <i>" (and "<kind> final") -> per-iteration / per-epoch records
+    histories: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    #: refitted on the most recent window; None when ``refit_final=False``
+    final_model: Classifier | None = None
+    folds: list[Fold] = field(default_factory=list)
+
+
+def history_records(history: Any) -> list[dict[str, Any]]:
+    """A model's ``fit`` history as a list of records, whatever shape it came in.
+
+    Models report either records ({"epochs": [{...}, ...]}) or columns
+    ({"valid_logloss": [...], ...}); reports and manifests want records.
+    """
+    if history is None:
+        return []
+    if isinstance(history, list):
+        return [dict(r) if isinstance(r, dict) else {"value": r} for r in history]
+    if not isinstance(history, dict):
+        return [{"value": history}]
+    for value in history.values():  # records nested under one key
+        if isinstance(value, list) and value and all(isinstance(r, dict) for r in value):
+            return [dict(r) for r in value]
+    columns = {k: v for k, v in history.items()
+               if isinstance(v, list | tuple | np.ndarray) and len(v)}
+    if columns:
+        n = max(len(v) for v in columns.values())
+        scalars = {k: v for k, v in history.items() if k not in columns
+                   and isinstance(v, int | float | str | bool)}
+        return [{"step": i + 1, **{k: _item(v[i]) for k, v in columns.items() if i < len(v)},
+                 **(scalars if i == n - 1 else {})} for i in range(n)]
+    return [dict(history)]
+
+
+def _item(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _fold_progress(progress: Progress | None, fold: int, n_folds: int) -> Progress | None:
+    """The model's progress callback, with the fold in the metrics."""
+    if progress is None:
+        return None
+
+    def report(stage: str, done: int, total: int, metrics: dict[str, float]) -> None:
+        progress(stage, done, total, {**metrics, "fold": fold, "n_folds": n_folds})
+
+    return report
+
+
+def _metrics_of(y: np.ndarray, proba: np.ndarray) -> dict[str, Any]:
+    from perptrader.ml.evaluate import classification_metrics
+
+    return classification_metrics(y, proba)
+
+
+def final_window(data: MLFrame, spec: WalkForwardSpec) -> tuple[np.ndarray, np.ndarray]:
+    """(train, valid) positions of the most recent window: the last ``spec.train`` of the
+    labelled rows (all of them in expanding mode), its last ``spec.valid`` share for
+    validation and the ``horizon`` rows before that purged from training."""
+    labelled = data.labelled(np.arange(len(data), dtype=np.int64))
+    if len(labelled) == 0:
+        raise ValueError("no labelled rows to fit the final model on")
+    if spec.mode == "expanding":
+        window = labelled
+    else:
+        start = data.index[labelled[-1]] - spec.train_td
+        window = labelled[data.index[labelled] > start]
+    n_valid = round(spec.valid * len(window))
+    if n_valid:
+        valid = window[len(window) - n_valid:]
+        train = window[window < valid[0] - data.horizon]
+    else:
+        valid, train = window[:0], window
+    if len(train) == 0:
+        raise ValueError(f"final window: no training rows left after purging "
+                         f"(train={spec.train}, horizon={data.horizon})")
+    return train, valid
+
+
+def run_walk_forward(data: MLFrame, kind: str, spec: WalkForwardSpec, *,
+                     model_kwargs: dict[str, Any] | None = None, calibrate: bool = False,
+                     progress: Progress | None = None,
+                     refit_final: bool = True) -> WalkForwardResult:
+    """Fit, predict and score ``kind`` fold by fold; see the module docstring.
+
+    ``progress`` gets ("fold", i, n_folds, {...}) before each fold, the model's own
+    calls (with "fold" added to their metrics) during it, ("fold_done", i + 1, n_folds,
+    {"macro_f1": ...}) after it and ("final", 0, 1, {}) before the final refit.
+    """
+    from perptrader.ml.evaluate import apply_temperature, baselines, fit_temperature
+    from perptrader.ml.models import make_model
+
+    model_kwargs = dict(model_kwargs or {})
+    folds = walk_forward(data.index, spec, data.horizon)
+    y = data.y
+    fold_rows: list[dict[str, Any]] = []
+    histories: dict[str, list[dict[str, Any]]] = {}
+    all_rows, all_proba, all_fold = [], [], []
+    base_proba: dict[str, list[np.ndarray]] = {}
+    warnings: list[str] = []
+    for i, fold in enumerate(folds):
+        test = data.labelled(fold.test)
+        if progress is not None:
+            progress("fold", i, len(folds), {"fold": i, "n_folds": len(folds)})
+        if len(test) == 0:
+            warnings.append(f"fold {fold.index}: no labelled test rows, skipped")
+            continue
+        t0 = time.perf_counter()
+        model = make_model(kind, **model_kwargs)
+        history = model.fit(data, fold.train, fold.valid, _fold_progress(progress, i,
+                                                                         len(folds)))
+        histories[f"{kind} fold {fold.index}"] = history_records(history)
+        temperature = None
+        if calibrate:
+            valid = data.labelled(fold.valid)
+            if len(valid) == 0:
+                raise ValueError(f"fold {fold.index}: calibrate=True needs labelled "
+                                 "validation rows")
+            temperature = float(fit_temperature(model.predict_proba(data, valid), y[valid]))
+        proba = np.asarray(model.predict_proba(data, test), dtype=np.float64)
+        if proba.shape != (len(test), len(CLASSES)):
+            raise ValueError(f"{kind}.predict_proba returned {proba.shape} for "
+                             f"{len(test)} rows")
+        if temperature is not None:
+            proba = apply_temperature(proba, temperature)
+        metrics = _metrics_of(y[test], proba)
+        fold_base = baselines(data, fold.train, test)
+        base_metrics = {}
+        for name, p in fold_base.items():
+            base_proba.setdefault(name, []).append(np.asarray(p, dtype=np.float64))
+            base_metrics[name] = _metrics_of(y[test], p)
+        if metrics.get("dominant_class_warning"):
+            warnings.append(f"fold {fold.index}: {metrics['dominant_class_warning']}")
+        fold_rows.append({
+            "index": fold.index,
+            "train": list(fold.train_span),
+            "test": list(fold.test_span),
+            "n_train": len(fold.train), "n_valid": len(fold.valid), "n_test": len(test),
+            "temperature": temperature,
+            "seconds": round(time.perf_counter() - t0, 3),
+            "metrics": metrics,
+            "baselines": base_metrics,
+        })
+        all_rows.append(test)
+        all_proba.append(proba)
+        all_fold.append(np.full(len(test), fold.index, dtype=np.int64))
+        if progress is not None:
+            progress("fold_done", i + 1, len(folds),
+                     {"fold": i, "n_folds": len(folds),
+                      "macro_f1": float(metrics["macro_f1"])})
+    if not all_rows:
+        raise ValueError("walk-forward: no fold has labelled test rows")
+    rows = np.concatenate(all_rows)
+    proba = np.concatenate(all_proba)
+    oos = _metrics_of(y[rows], proba)
+    if oos.get("dominant_class_warning"):
+        warnings.insert(0, f"out-of-sample: {oos['dominant_class_warning']}")
+    oos_base = {name: _metrics_of(y[rows], np.concatenate(parts))
+                for name, parts in base_proba.items()}
+    oos_proba = pd.DataFrame(proba, index=data.index[rows], columns=list(CLASSES))
+    oos_proba["fold"] = np.concatenate(all_fold)
+
+    final, final_temperature = None, None
+    if refit_final:
+        if progress is not None:
+            progress("final", 0, 1, {})
+        train, valid = final_window(data, spec)
+        final = make_model(kind, **model_kwargs)
+        histories[f"{kind} final"] = history_records(
+            final.fit(data, train, valid, _fold_progress(progress, len(folds), len(folds))))
+        if calibrate:
+            lab = data.labelled(valid)
+            if len(lab) == 0:
+                raise ValueError("final model: calibrate=True needs labelled validation rows")
+            final_temperature = float(fit_temperature(final.predict_proba(data, lab), y[lab]))
+    meta = data.meta
+    summary = {
+        "model": kind,
+        "symbol": meta.get("symbol"),
+        "timeframe": meta.get("timeframe"),
+        "feature_set": meta.get("feature_set"),
+        "feature_hash": meta.get("feature_hash"),
+        "n_features": len(data.features),
+        "label": data.label,
+        "horizon": data.horizon,
+        "spec": dataclasses.asdict(spec),
+        "calibrated": calibrate,
+        #: temperature of the final model (fitted on its validation slice); the registry
+        #: stores it and ``registry.predict_registered`` applies it
+        "final_temperature": final_temperature,
+        "n_oos": len(rows),
+        "folds": fold_rows,
+        "oos": oos,
+        "baselines": oos_base,
+        "warnings": warnings,
+    }
+    return WalkForwardResult(summary=summary, oos_proba=oos_proba, histories=histories,
+                             final_model=final, folds=folds)
+
+
+__all__ = ["WalkForwardResult", "final_window", "history_records", "run_walk_forward"]
