@@ -43,6 +43,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python bench/bench_store.py
 	$(BIN)/python bench/bench_features.py
 	$(BIN)/python bench/bench_backtest.py
+	$(BIN)/python bench/bench_xlstm.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
