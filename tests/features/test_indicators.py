@@ -15,9 +15,10 @@ from feature_checks import (
     assert_start_invariant,
 )
 from feature_frames import synthetic_frame
+from perptrader.features.arrays import div
 from perptrader.features.base import Family, FeatureContext
 from perptrader.features.indicators import FAMILIES
-from perptrader.features.indicators_common import div, window_level_zscore
+from perptrader.features.indicators_common import window_level_zscore
 from perptrader.features.indicators_pattern import FUNCTIONS
 
 CTX = FeatureContext()

@@ -25,6 +25,9 @@ import numpy as np
 import pandas as pd
 from numba import njit
 
+from perptrader.features.arrays import div as safe_div
+from perptrader.features.arrays import safe_log as _log
+from perptrader.features.arrays import shift as _shift
 from perptrader.features.base import Family, FeatureContext, FeatureSpec
 
 RETURN_HORIZONS = (1, 2, 4, 8, 24, 72)
@@ -199,25 +202,7 @@ def _ohlc(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     return tuple(frame[c].to_numpy(dtype="float64", na_value=np.nan) for c in _OHLC)
 
 
-def safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """num / den with NaN (never ±inf) where the denominator is zero."""
-    out = np.full(np.broadcast(num, den).shape, np.nan)
-    np.divide(num, den, out=out, where=den != 0)
-    return out
 
-
-def _log(x: np.ndarray) -> np.ndarray:
-    """Natural log, NaN for non-positive input (a broken bar, not an infinity)."""
-    out = np.full(x.shape, np.nan)
-    np.log(x, out=out, where=x > 0)
-    return out
-
-
-def _shift(x: np.ndarray, k: int) -> np.ndarray:
-    out = np.full(x.shape, np.nan)
-    if k < len(x):
-        out[k:] = x[: len(x) - k]
-    return out
 
 
 def _sqrt(x: np.ndarray) -> np.ndarray:

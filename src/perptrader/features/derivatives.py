@@ -20,16 +20,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from perptrader.features.arrays import col, div, safe_log, shift
 from perptrader.features.base import Family, FeatureContext, FeatureSpec
 from perptrader.features.derivatives_common import (
-    col,
-    div,
     frame_of,
     rolling_corr,
     rolling_mean,
     rolling_sum,
-    safe_log,
-    shift,
     zscore,
 )
 from perptrader.features.derivatives_funding import FUNDING

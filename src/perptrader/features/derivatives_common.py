@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from perptrader.core.timeframes import timeframe_delta
+from perptrader.features.arrays import div
 from perptrader.features.base import FeatureContext
 
 #: a rolling standard deviation at or below this fraction of |mean| is treated as zero
@@ -21,38 +22,8 @@ from perptrader.features.base import FeatureContext
 REL_STD_FLOOR = 1e-9
 
 
-def col(frame: pd.DataFrame, name: str) -> np.ndarray:
-    """A frame column as float64 (pandas NA -> NaN); a missing column is an error that
-    names it (a family must be checked with ``is_available`` before it runs)."""
-    if name not in frame.columns:
-        raise KeyError(f"feature input column {name!r} is not in the frame")
-    return frame[name].to_numpy(dtype="float64", na_value=np.nan)
 
 
-def div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """num / den with NaN where den is 0 or NaN (never +-inf)."""
-    num = np.asarray(num, dtype="float64")
-    den = np.asarray(den, dtype="float64")
-    out = np.full(np.broadcast(num, den).shape, np.nan)
-    ok = np.isfinite(den) & (den != 0)
-    np.divide(num, den, out=out, where=ok)
-    return out
-
-
-def safe_log(x: np.ndarray) -> np.ndarray:
-    """log(x) with NaN where x <= 0 or NaN."""
-    x = np.asarray(x, dtype="float64")
-    out = np.full(x.shape, np.nan)
-    np.log(x, out=out, where=np.isfinite(x) & (x > 0))
-    return out
-
-
-def shift(x: np.ndarray, k: int) -> np.ndarray:
-    """x[t - k] (NaN for the first k rows)."""
-    out = np.full(len(x), np.nan)
-    if k < len(x):
-        out[k:] = x[: len(x) - k]
-    return out
 
 
 def _roll(x: np.ndarray, window: int):

@@ -22,8 +22,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from perptrader.features.arrays import col, div
 from perptrader.features.base import Family, FeatureContext, FeatureSpec
-from perptrader.features.derivatives_common import bar_closes, col, div, frame_of, times_us
+from perptrader.features.derivatives_common import bar_closes, frame_of, times_us
 
 HOUR_US = 3_600_000_000
 #: trailing windows of the cumulative carry, in hours

@@ -22,6 +22,7 @@ import talib
 import talib.abstract
 from numba import njit
 
+from perptrader.features.arrays import div, shift
 from perptrader.features.base import Compute, Family, FeatureContext, FeatureSpec
 
 #: start-dependence a recursive smoother must have decayed to before ``memory`` rows
@@ -54,26 +55,7 @@ def lookback(name: str, **params: float) -> int:
     return int(fn.lookback)
 
 
-def col(frame: pd.DataFrame, name: str) -> np.ndarray:
-    """A frame column as the contiguous float64 array TA-Lib requires."""
-    return np.ascontiguousarray(frame[name].to_numpy(dtype=np.float64, na_value=np.nan))
 
-
-def div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """num / den with NaN (never +-inf) where den is 0 or NaN."""
-    num = np.asarray(num, dtype=np.float64)
-    den = np.asarray(den, dtype=np.float64)
-    out = np.full(np.broadcast(num, den).shape, np.nan)
-    np.divide(num, den, out=out, where=(den != 0) & ~np.isnan(den))
-    return out
-
-
-def shift(x: np.ndarray, k: int) -> np.ndarray:
-    """x delayed by k rows (the first k rows NaN): the value known k bars ago."""
-    out = np.full_like(x, np.nan, dtype=np.float64)
-    if k < len(x):
-        out[k:] = x[: len(x) - k]
-    return out
 
 
 def pct_change(x: np.ndarray, k: int) -> np.ndarray:

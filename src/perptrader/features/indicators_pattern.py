@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 import talib
 
+from perptrader.features.arrays import col
 from perptrader.features.base import FeatureSpec
-from perptrader.features.indicators_common import build_family, col, lookback
+from perptrader.features.indicators_common import build_family, lookback
 
 INPUTS = ("open", "high", "low", "close")
 #: TA-Lib's candlestick functions (61 in TA-Lib 0.8.2), in TA-Lib's order

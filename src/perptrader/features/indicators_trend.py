@@ -12,15 +12,13 @@ import numpy as np
 import pandas as pd
 import talib
 
+from perptrader.features.arrays import col, div, shift
 from perptrader.features.base import FeatureSpec
 from perptrader.features.indicators_common import (
     build_family,
-    col,
-    div,
     ema_memory,
     lookback,
     pct_change,
-    shift,
     wilder_memory,
 )
 

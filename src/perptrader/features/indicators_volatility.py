@@ -11,15 +11,9 @@ import numpy as np
 import pandas as pd
 import talib
 
+from perptrader.features.arrays import col, div
 from perptrader.features.base import FeatureSpec
-from perptrader.features.indicators_common import (
-    build_family,
-    col,
-    div,
-    ema_memory,
-    lookback,
-    wilder_memory,
-)
+from perptrader.features.indicators_common import build_family, ema_memory, lookback, wilder_memory
 
 INPUTS = ("high", "low", "close")
 HLC = INPUTS

@@ -19,11 +19,10 @@ import pandas as pd
 import talib
 from numba import njit
 
+from perptrader.features.arrays import col, div
 from perptrader.features.base import FeatureSpec
 from perptrader.features.indicators_common import (
     build_family,
-    col,
-    div,
     ema_memory,
     lookback,
     wilder_memory,

@@ -23,8 +23,9 @@ import numpy as np
 import pandas as pd
 from numba import njit
 
+from perptrader.features.arrays import div as safe_div
 from perptrader.features.base import Family
-from perptrader.features.candles import realised_vol, safe_div
+from perptrader.features.candles import realised_vol
 
 CLASS_NAMES = {-1: "SELL", 0: "HOLD", 1: "BUY"}
 #: barrier codes of ``label_tb_barrier``

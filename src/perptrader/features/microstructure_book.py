@@ -30,8 +30,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from perptrader.features.arrays import div
 from perptrader.features.base import Family, FeatureContext, FeatureSpec
-from perptrader.features.derivatives_common import bar_closes, div, frame_of, index_us, times_us
+from perptrader.features.derivatives_common import bar_closes, frame_of, index_us, times_us
 
 #: levels used (deeper stored levels are ignored so that "total" means the same always)
 MAX_LEVELS = 20

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from perptrader.features.arrays import div as safe_div
+from perptrader.features.arrays import shift
 from perptrader.features.vsa_params import VsaParams
 
 #: frame columns VSA reads; nothing else is needed
@@ -55,20 +57,6 @@ class Anatomy:
     mean_volume_prev: np.ndarray      # mean volume of the preceding avg_window bars
 
 
-def shift(x: np.ndarray, k: int) -> np.ndarray:
-    """``x`` delayed by ``k`` >= 1 rows (NaN in front): the value known k bars ago."""
-    out = np.full_like(x, np.nan)
-    if k < len(x):
-        out[k:] = x[: len(x) - k]
-    return out
-
-
-def safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """num / den with NaN (never +-inf) where den is 0 or NaN."""
-    out = np.full(np.broadcast(num, den).shape, np.nan)
-    ok = np.isfinite(den) & (den != 0)
-    np.divide(num, den, out=out, where=ok)
-    return out
 
 
 def rolling(x: np.ndarray, n: int, how: str) -> np.ndarray:

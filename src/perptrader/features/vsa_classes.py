@@ -20,7 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from perptrader.features.vsa_anatomy import Anatomy, rolling, safe_div, shift
+from perptrader.features.arrays import div as safe_div
+from perptrader.features.arrays import shift
+from perptrader.features.vsa_anatomy import Anatomy, rolling
 from perptrader.features.vsa_params import VSA_CLASSES, VsaParams
 
 Flag = tuple[np.ndarray, np.ndarray]
