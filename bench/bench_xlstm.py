@@ -31,7 +31,7 @@ from perptrader.ml.base import MLFrame
 from perptrader.ml.experts import ExpertConfig, LSTMReference, XLSTMExpert
 from perptrader.ml.nn.losses import FocalLoss
 from perptrader.ml.nn.networks import count_parameters
-from perptrader.ml.nn.training import Precision, prepare_device
+from perptrader.ml.nn.training import Precision, optimizer_step, prepare_device
 
 SHARED = Path(os.environ.get("PERPTRADER_SHARED_DATA",
                              Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -86,18 +86,7 @@ def throughput(model: XLSTMExpert | LSTMReference, data: MLFrame, device: torch.
         with precision.autocast(device):
             logits, _ = net(source.batch(ends))
         loss = criterion(logits, y_all[torch.as_tensor(ends, device=device)])
-        optimizer.zero_grad(set_to_none=True)
-        if precision.scaler is not None:
-            precision.scaler.scale(loss).backward()
-            precision.scaler.unscale_(optimizer)
-        else:
-            loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-        if precision.scaler is not None:
-            precision.scaler.step(optimizer)
-            precision.scaler.update()
-        else:
-            optimizer.step()
+        optimizer_step(net, optimizer, loss, precision, cfg.grad_clip)
 
     def sync() -> None:
         if device.type == "cuda":

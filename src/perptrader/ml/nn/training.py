@@ -99,6 +99,25 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int = N_CLASSES)
     return float(np.mean(scores)) if scores else 0.0
 
 
+def optimizer_step(net: nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor,
+                   precision: Precision, grad_clip: float) -> None:
+    """Backward, clip (after unscaling, so the norm is the true one) and step, with the
+    fp16 GradScaler when mixed precision uses one. Shared by training and the bench."""
+    optimizer.zero_grad(set_to_none=True)
+    if precision.scaler is not None:
+        precision.scaler.scale(loss).backward()
+        precision.scaler.unscale_(optimizer)
+    else:
+        loss.backward()
+    if grad_clip:
+        nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+    if precision.scaler is not None:
+        precision.scaler.step(optimizer)
+        precision.scaler.update()
+    else:
+        optimizer.step()
+
+
 def batches(n: int, size: int) -> Iterator[slice]:
     for start in range(0, n, size):
         yield slice(start, min(n, start + size))
@@ -169,19 +188,7 @@ def train(net: SequenceNet, source: WindowSource, train_ends: np.ndarray, y_trai
             with precision.autocast(device):
                 logits, _ = net(source.batch(train_ends[idx]))
             loss = criterion(logits, y_train_t[torch.as_tensor(idx, device=device)])
-            optimizer.zero_grad(set_to_none=True)
-            if precision.scaler is not None:
-                precision.scaler.scale(loss).backward()
-                precision.scaler.unscale_(optimizer)
-            else:
-                loss.backward()
-            if cfg.grad_clip:
-                nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-            if precision.scaler is not None:
-                precision.scaler.step(optimizer)
-                precision.scaler.update()
-            else:
-                optimizer.step()
+            optimizer_step(net, optimizer, loss, precision, cfg.grad_clip)
             if plateau is None or step < cfg.warmup_steps:
                 scheduler.step()
             step += 1
