@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
+from ml_frames import planted_ml_frame
 from perptrader.ml.base import MLFrame
 from perptrader.ml.evaluate import classification_metrics
 from perptrader.ml.gbdt import (
@@ -29,22 +29,9 @@ FAST = {
 
 def planted_frame(n: int = 2000, seed: int = 0, *, signal: float = 1.0,
                   rare_buy: bool = False) -> MLFrame:
-    """Label = bucket of feature ``sig`` (plus noise ``1 - signal``); five noise columns,
-    10% NaN in ``sig`` and a few unknown labels."""
-    rng = np.random.default_rng(seed)
-    sig = rng.normal(size=n)
-    latent = signal * sig + (1.0 - signal) * rng.normal(size=n)
-    hi = np.quantile(latent, 0.9 if rare_buy else 0.66)
-    lo = np.quantile(latent, 0.33)
-    label = np.where(latent > hi, 1.0, np.where(latent < lo, -1.0, 0.0))
-    label[-5:] = np.nan  # the last bars' future is unknown
-    frame = pd.DataFrame({f"noise{i}": rng.normal(size=n) for i in range(5)},
-                         index=pd.date_range("2024-01-01", periods=n, freq="h", tz="UTC"))
-    sig[rng.random(n) < 0.1] = np.nan
-    frame["sig"] = sig
-    frame["label_adaptive"] = label
-    return MLFrame(frame, ["sig", *[f"noise{i}" for i in range(5)]],
-                   label="label_adaptive", horizon=1)
+    """Label = bucket of ``sig`` (plus noise ``1 - signal``); five noise columns, 10% NaN
+    in ``sig`` and a few unknown labels."""
+    return planted_ml_frame(n, seed, signal=signal, rare_buy=rare_buy)
 
 
 def split(n: int, horizon: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

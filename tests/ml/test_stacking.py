@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 
+from ml_frames import planted_ml_frame
 from perptrader.ml import stacking
 from perptrader.ml.base import MLFrame
 from perptrader.ml.gbdt import GBDT_CLASSES, LightGBMModel, XGBoostModel
@@ -25,19 +25,9 @@ HORIZON = 3
 
 
 def planted_frame(n: int = 1800, seed: int = 0) -> MLFrame:
-    """Label = tercile of ``sig`` + noise; the noise columns carry nothing. Horizon 3 so
-    purging is visible."""
-    rng = np.random.default_rng(seed)
-    sig = rng.normal(size=n)
-    latent = sig + 0.5 * rng.normal(size=n)
-    lo, hi = np.quantile(latent, [0.33, 0.66])
-    label = np.where(latent > hi, 1.0, np.where(latent < lo, -1.0, 0.0))
-    label[-HORIZON:] = np.nan
-    frame = pd.DataFrame({f"noise{i}": rng.normal(size=n) for i in range(4)},
-                         index=pd.date_range("2024-01-01", periods=n, freq="h", tz="UTC"))
-    frame["sig"] = sig
-    frame["label_adaptive"] = label
-    return MLFrame(frame, ["sig", *[f"noise{i}" for i in range(4)]], horizon=HORIZON)
+    """Label = tercile of ``sig`` + half as much noise; horizon 3 so purging is visible."""
+    return planted_ml_frame(n, seed, signal=2 / 3, noise_columns=4, nan_share=0.0,
+                            horizon=HORIZON, unknown_tail=HORIZON)
 
 
 def split(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
