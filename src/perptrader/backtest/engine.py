@@ -25,7 +25,7 @@ import pandas as pd
 from perptrader.backtest.metrics import bar_returns, performance
 from perptrader.backtest.overfitting import DeflatedSharpe, deflated_sharpe
 from perptrader.backtest.strategies import BuyAndHold, Strategy
-from perptrader.config import Settings, load_settings
+from perptrader.config import Settings
 from perptrader.core.errors import PerptraderError
 from perptrader.core.instruments import Instrument
 from perptrader.core.timeframes import timeframe_delta, timeframe_ms
@@ -237,17 +237,11 @@ def run_backtest(
     buy-and-hold (see ``run_on_frame``). ``end`` is exclusive, naive times are UTC.
     Raises PerptraderError when no bars are stored."""
     from perptrader.marketdata.loader import load
-    from perptrader.marketdata.store import open_store
+    from perptrader.marketdata.store import using_store
 
-    own = store is None
-    if store is None:
-        store = open_store(settings or load_settings())
-    try:
-        frame = load(symbol, timeframe, start, end, store=store)
-        events = funding_events(store, symbol, frame, timeframe)
-    finally:
-        if own:
-            store.close()
+    with using_store(store, settings) as opened:
+        frame = load(symbol, timeframe, start, end, store=opened)
+        events = funding_events(opened, symbol, frame, timeframe)
     return run_on_frame(frame, strategy, symbol=frame.attrs.get("symbol", symbol),
                         timeframe=timeframe, costs=costs, leverage=leverage,
                         initial_cash=initial_cash, funding=events, n_trials=n_trials,
@@ -277,7 +271,7 @@ def run_portfolio(
     all symbols share (a warning says how many were dropped). ``frame`` of the result is
     the FIRST symbol's (its price is the one the report draws)."""
     from perptrader.marketdata.loader import load
-    from perptrader.marketdata.store import open_store
+    from perptrader.marketdata.store import using_store
     from perptrader.sim import simulate_portfolio
 
     symbols = list(dict.fromkeys(symbols))
@@ -285,15 +279,9 @@ def run_portfolio(
         raise PerptraderError("run_portfolio needs at least two symbols; use run_backtest")
     if not leverage >= 1.0:
         raise PerptraderError(f"leverage must be >= 1, got {leverage}")
-    own = store is None
-    if store is None:
-        store = open_store(settings or load_settings())
-    try:
-        frames = {s: load(s, timeframe, start, end, store=store) for s in symbols}
-        events = {s: funding_events(store, s, f, timeframe) for s, f in frames.items()}
-    finally:
-        if own:
-            store.close()
+    with using_store(store, settings) as opened:
+        frames = {s: load(s, timeframe, start, end, store=opened) for s in symbols}
+        events = {s: funding_events(opened, s, f, timeframe) for s, f in frames.items()}
     common = frames[symbols[0]].index
     for f in frames.values():
         common = common.intersection(f.index)

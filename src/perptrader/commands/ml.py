@@ -40,7 +40,7 @@ DEFAULT_SPEC = "train=540d,test=30d"
 QUICK_SPEC = "train=365d,test=60d,folds=2"
 
 #: small settings for demos and tests: few trees, tiny nets, few epochs
-QUICK_TREES = {"n_estimators": 40, "early_stopping_rounds": 10, "learning_rate": 0.15,
+QUICK_TREES = {"n_estimators": 30, "early_stopping_rounds": 8, "learning_rate": 0.15,
                "progress_every": 10}
 QUICK_EXPERT = {"seq_len": 32, "d_model": 32, "n_blocks": 2, "embedding_dim": 16,
                 "max_epochs": 2, "patience": 2, "batch_size": 128, "train_stride": 4,
@@ -487,24 +487,22 @@ def models_show(
 
 # ------------------------------------------------------------------ demo stage
 
-#: the demo's models: (registry name, kind, model kwargs) — tiny settings for 2 CPU cores
-DEMO_SPEC = "train=365d,test=60d,folds=2"
-DEMO_TREES = {"n_estimators": 30, "early_stopping_rounds": 8, "learning_rate": 0.15,
-              "progress_every": 10}
-DEMO_EXPERT = {"seq_len": 32, "d_model": 32, "n_blocks": 2, "embedding_dim": 16,
-               "max_epochs": 2, "patience": 2, "batch_size": 128, "train_stride": 4,
-               "warmup_steps": 10}
+#: the demo runs the --quick settings (tiny, for 2 CPU cores)
+DEMO_SPEC = QUICK_SPEC
 
 
 def demo_models() -> list[tuple[str, str, dict[str, Any]]]:
-    # k=2: the out-of-fold stacking of the GBDT ensemble on two blocks (demo-sized)
-    gbdt = {"params": {k: dict(DEMO_TREES) for k in BOOSTED}, "k": 2}
+    """(registry name, kind, model kwargs) of the demo's models: the --quick settings,
+    and k=2 for the GBDT ensemble's out-of-fold stacking (two blocks, demo-sized)."""
+    gbdt = {**model_kwargs_for("gbdt", quick=True), "k": 2}
+    experts = model_kwargs_for("xlstm-pattern", quick=True)
     return [
         ("demo-gbdt", "gbdt", gbdt),
-        ("demo-xlstm-pattern", "xlstm-pattern", {"config": dict(DEMO_EXPERT)}),
-        ("demo-xlstm-indicator", "xlstm-indicator", {"config": dict(DEMO_EXPERT)}),
+        ("demo-xlstm-pattern", "xlstm-pattern", experts),
+        ("demo-xlstm-indicator", "xlstm-indicator", model_kwargs_for("xlstm-indicator",
+                                                                      quick=True)),
         ("demo-ensemble", "ensemble", {"member_kwargs": {"gbdt": gbdt},
-                                       "config": dict(DEMO_EXPERT)}),
+                                       "config": experts["config"]}),
     ]
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from perptrader.config import Settings, load_settings
+from perptrader.config import Settings
 from perptrader.core.errors import PerptraderError
 from perptrader.core.instruments import Instrument
 from perptrader.core.timeframes import timeframe_delta, timeframe_ms
@@ -101,16 +101,10 @@ def load(
     instrument = _instrument(symbol, market, exchange)
     timeframe_ms(timeframe)  # ValueError on a bad timeframe, before opening anything
     start_ts, end_ts = _utc(start), _utc(end)
-    own = store is None
-    if store is None:
-        from perptrader.marketdata.store import open_store
+    from perptrader.marketdata.store import using_store
 
-        store = open_store(settings or load_settings())
-    try:
-        return _load(store, instrument, timeframe, start_ts, end_ts)
-    finally:
-        if own:
-            store.close()
+    with using_store(store, settings) as opened:
+        return _load(opened, instrument, timeframe, start_ts, end_ts)
 
 
 def _load(store: MarketStore, inst: Instrument, timeframe: str,

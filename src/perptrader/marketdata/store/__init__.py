@@ -3,6 +3,6 @@ default and a PostgreSQL/TimescaleDB store for production. ``open_store`` picks 
 from the settings."""
 
 from perptrader.marketdata.store.base import MarketStore, SeriesInfo, WriteResult
-from perptrader.marketdata.store.factory import open_store
+from perptrader.marketdata.store.factory import open_store, using_store
 
-__all__ = ["MarketStore", "SeriesInfo", "WriteResult", "open_store"]
+__all__ = ["MarketStore", "SeriesInfo", "WriteResult", "open_store", "using_store"]

@@ -2,9 +2,27 @@
 
 from __future__ import annotations
 
-from perptrader.config import Settings
+import contextlib
+from collections.abc import Iterator
+
+from perptrader.config import Settings, load_settings
 from perptrader.core.errors import StoreError
 from perptrader.marketdata.store.base import MarketStore
+
+
+@contextlib.contextmanager
+def using_store(store: MarketStore | None = None,
+                settings: Settings | None = None) -> Iterator[MarketStore]:
+    """The caller's open store as is, or one opened from ``settings`` (default
+    ``load_settings()``) and closed again: for library functions that take either."""
+    if store is not None:
+        yield store
+        return
+    opened = open_store(settings or load_settings())
+    try:
+        yield opened
+    finally:
+        opened.close()
 
 
 def open_store(settings: Settings, *, migrate: bool = True) -> MarketStore:
