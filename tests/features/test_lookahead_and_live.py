@@ -84,3 +84,21 @@ def test_live_update_refuses_old_or_multi_row_bars() -> None:
         live.update(frame.iloc[300:302])
     value = live.update(frame.iloc[300])  # a Series named by its open time works too
     assert value.name == frame.index[300]
+
+
+def test_live_update_appends_book_events_for_book_families() -> None:
+    # a family that counts the book snapshots inside each bar [open, close)
+    def count(frame: pd.DataFrame, ctx: FeatureContext) -> pd.DataFrame:
+        ts = pd.to_datetime(ctx.book["ts"], utc=True) if ctx.book is not None else None
+        n = [np.nan if ts is None else float(((ts >= t) & (ts < t + pd.Timedelta("1h"))).sum())
+             for t in frame.index]
+        return pd.DataFrame({"bk_n": n}, index=frame.index)
+
+    fam = Family(name="bk", description="test", requires=(), compute=count,
+                 specs=(FeatureSpec("bk_n", "snapshots in the bar", (), 0),))
+    frame = synthetic_frame(120)
+    snaps = pd.DataFrame({"ts": frame.index[:100] + pd.Timedelta("10min")})
+    live = IncrementalFeatures([fam], FeatureContext(book=snaps), frame.iloc[:100])
+    new = pd.DataFrame({"ts": [frame.index[100] + pd.Timedelta(m, "min") for m in (1, 2)]})
+    assert live.update(frame.iloc[[100]], book=new)["bk_n"] == 2.0
+    assert live.update(frame.iloc[[101]])["bk_n"] == 0.0  # no events in that bar

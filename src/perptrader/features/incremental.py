@@ -38,9 +38,12 @@ class IncrementalFeatures:
     def frame(self) -> pd.DataFrame:
         return self._frame
 
-    def update(self, bar: pd.DataFrame | pd.Series) -> pd.Series:
+    def update(self, bar: pd.DataFrame | pd.Series, *, book: pd.DataFrame | None = None,
+                trades: pd.DataFrame | None = None) -> pd.Series:
         """Append one closed bar (a one-row frame, or a Series named by its open time)
-        and return its features."""
+        and return its features. ``book``/``trades``: the L2 snapshots and trades seen
+        during that bar, for families that read them; without them those families show
+        NaN for the bar, exactly as the batch path does for a bar with no events."""
         row = bar.to_frame().T if isinstance(bar, pd.Series) else bar
         if len(row) != 1:
             raise ValueError(f"update takes one bar, got {len(row)} rows")
@@ -50,8 +53,23 @@ class IncrementalFeatures:
                              f"{self._frame.index[-1]}")
         row = row.astype(self._frame.dtypes.to_dict()) if len(self._frame) else row
         self._frame = pd.concat([self._frame, row]).iloc[-self.buffer_rows:]
+        if book is not None or trades is not None:
+            self.ctx = _append_events(self.ctx, self._frame.index[0], book, trades)
         values = compute_features(self._frame, self.families, self.ctx)
         return values.iloc[-1]
+
+
+def _append_events(ctx: FeatureContext, first: pd.Timestamp, book: pd.DataFrame | None,
+                   trades: pd.DataFrame | None) -> FeatureContext:
+    """The context with the new events added and those before the buffer dropped."""
+    def merged(old: pd.DataFrame | None, new: pd.DataFrame | None) -> pd.DataFrame | None:
+        if new is None:
+            return old
+        events = new if old is None else pd.concat([old, new], ignore_index=True)
+        return events[pd.to_datetime(events["ts"], utc=True) >= first]
+
+    return FeatureContext(symbol=ctx.symbol, timeframe=ctx.timeframe,
+                          book=merged(ctx.book, book), trades=merged(ctx.trades, trades))
 
 
 @dataclass
