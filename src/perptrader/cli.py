@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from perptrader import __version__
-from perptrader.commands import data, features, ml
+from perptrader.commands import data, features, ml, rl
 from perptrader.commands.backtest import app as backtest_app
 from perptrader.commands.demo import demo
 from perptrader.commands.tune import tune
@@ -24,6 +24,7 @@ app.command("train")(ml.train)
 app.command("predict")(ml.predict)
 app.add_typer(ml.models_app, name="models")
 app.command("tune")(tune)
+app.add_typer(rl.app, name="rl")
 
 
 @app.command("version")

@@ -145,6 +145,7 @@ def run_on_frame(
     fill_delay: int = 1,
     margin_mode: str = "isolated",
     close_at_end: bool = True,
+    margin_leverage: float | None = None,
 ) -> BacktestResult:
     """Simulate ``strategy`` and buy-and-hold on an already loaded frame.
 
@@ -156,6 +157,11 @@ def run_on_frame(
     bar is longer than the shortest funding interval (the frame's as-of funding columns
     can then not show every settlement). Without any funding in the frame or the events,
     funding is not charged and a warning says so.
+
+    ``margin_leverage``: the margin model's leverage when it differs from the target
+    scale ``leverage``: an RL agent's targets already range over 0.5x..2x, so it runs with
+    ``leverage=1, margin_leverage=2`` (its environment's account), and so do the
+    baselines it is compared with.
     """
     if len(frame) < 2:
         raise PerptraderError(f"{symbol} {timeframe}: {len(frame)} bar(s) is too little data "
@@ -164,11 +170,14 @@ def run_on_frame(
         raise PerptraderError(f"leverage must be >= 1, got {leverage}")
     warnings: list[str] = []
     costs = costs or CostModel()
-    events, source = _funding_for(frame, timeframe, funding, warnings)
+    events, source = choose_funding(frame, timeframe, funding, warnings)
     market = MarketData.from_frame(frame, symbol=symbol, timeframe=timeframe, funding=events,
                                    require_funding=source != NO_FUNDING)
-    config = SimConfig(initial_cash=initial_cash, leverage=leverage, margin_mode=margin_mode,
-                       costs=costs, fill_delay=fill_delay)
+    if margin_leverage is not None and not margin_leverage >= leverage:
+        raise PerptraderError(f"margin_leverage {margin_leverage} must be >= leverage "
+                              f"{leverage}")
+    config = SimConfig(initial_cash=initial_cash, leverage=margin_leverage or leverage,
+                       margin_mode=margin_mode, costs=costs, fill_delay=fill_delay)
     raw = np.asarray(strategy.targets(frame), dtype=np.float64)
     if raw.shape != (len(frame),):
         raise PerptraderError(f"strategy {strategy.name!r} returned {raw.shape} targets for "
@@ -200,7 +209,7 @@ def flat_at_end(targets: np.ndarray, fill_delay: int) -> np.ndarray:
     return out
 
 
-def _funding_for(frame: pd.DataFrame, timeframe: str, events: pd.DataFrame | None,
+def choose_funding(frame: pd.DataFrame, timeframe: str, events: pd.DataFrame | None,
                  warnings: list[str]) -> tuple[pd.DataFrame | None, str]:
     """Which funding the simulator gets, and a word for result.json about it."""
     has_events = events is not None and not events.empty
@@ -299,7 +308,7 @@ def run_portfolio(
     weight = leverage / len(symbols)
     for s in symbols:
         frame = frames[s].loc[common]
-        ev, source = _funding_for(frame, timeframe, events[s], warnings)
+        ev, source = choose_funding(frame, timeframe, events[s], warnings)
         markets[s] = MarketData.from_frame(frame, symbol=s, timeframe=timeframe, funding=ev,
                                            require_funding=source != NO_FUNDING)
         targets[s] = flat_at_end(

@@ -15,6 +15,7 @@ from perptrader.commands.common import console, err_console, settings, store_ses
 from perptrader.commands.data import import_table, inventory_table, run_import
 from perptrader.commands.features import features_demo_stage
 from perptrader.commands.ml import ml_demo_stage
+from perptrader.commands.rl import rl_demo_stage
 from perptrader.marketdata.sources.base import ImportHints
 
 DEMO_DATA_ENV = "PERPTRADER_DEMO_DATA"
@@ -61,3 +62,5 @@ def demo(
         backtest_demo_stage(store, console, cfg.data_dir / "backtests")
         console.rule("Machine learning: walk-forward models beside baselines")
         ml_demo_stage(store, console, cfg.data_dir / "ml")
+        console.rule("Reinforcement learning: PPO agents out of sample beside baselines")
+        rl_demo_stage(store, console)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,14 @@ def plan(frame: pd.DataFrame, feature_set: FeatureSet, ctx: FeatureContext) -> P
     return Plan(tuple(chosen), absent)
 
 
+def families_of(features: list[str], feature_set: FeatureSet, timeframe: str) -> list[str]:
+    """The set's families whose every column is among ``features`` (a model's list):
+    what to rebuild so a table matches what the model was trained on."""
+    have = set(features)
+    return [f.name for f in candidate_families(feature_set, timeframe)
+            if f.names and set(f.names) <= have]
+
+
 def compute_features(frame: pd.DataFrame, families: tuple[Family, ...] | list[Family],
                      ctx: FeatureContext) -> pd.DataFrame:
     """Every row of every family, side by side (no rows dropped)."""
@@ -120,7 +129,8 @@ class FeatureBuild:
 
 def build(frame: pd.DataFrame, feature_set: FeatureSet, ctx: FeatureContext, *,
           labels: bool = True, nan_policy: str = "keep",
-          label_config: Any | None = None) -> FeatureBuild:
+          label_config: Any | None = None,
+          families: Collection[str] | None = None) -> FeatureBuild:
     """Features (and labels) for ``frame``, warm-up rows dropped, NaN policy applied.
 
     NaN policy ``keep`` (default): after the warm-up cut, NaN stays where an input is
@@ -128,12 +138,22 @@ def build(frame: pd.DataFrame, feature_set: FeatureSet, ctx: FeatureContext, *,
     takes NaN natively and the sequence models impute with an indicator. ``drop_rows``
     drops every row with a NaN feature. Labels never cause rows to be dropped: the last
     rows have unknown (NaN) labels, and training code drops them, not the builder.
+
+    ``families``: build only these (``families_of`` a model's features), and keep them
+    even when sparse: a table for a trained model must have the model's columns whatever
+    the data coverage of this window, or fail on the feature check.
     """
     if nan_policy not in NAN_POLICIES:
         raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, not {nan_policy!r}")
     if frame.empty:
         raise ValueError("cannot build features on an empty frame")
     the_plan = plan(frame, feature_set, ctx)
+    if families is not None:
+        wanted = set(families)
+        the_plan = Plan(tuple(f for f in the_plan.families if f.name in wanted),
+                        {**the_plan.absent, **{f.name: "not among the requested families"
+                                               for f in the_plan.families
+                                               if f.name not in wanted}})
     values = compute_features(frame, the_plan.families, ctx)
     warmup = the_plan.warmup
     # families too sparse after warm-up to be worth a column (see FeatureSet.min_coverage)
@@ -142,7 +162,7 @@ def build(frame: pd.DataFrame, feature_set: FeatureSet, ctx: FeatureContext, *,
     for family in the_plan.families:
         defined = after[family.names].notna().any(axis=1)
         coverage = float(defined.mean()) if len(defined) else 0.0
-        if coverage < feature_set.min_coverage:
+        if coverage < feature_set.min_coverage and families is None:
             absent[family.name] = (f"defined on {coverage:.2%} of rows after warm-up "
                                    f"(< {feature_set.min_coverage:.0%})")
         else:

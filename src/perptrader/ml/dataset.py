@@ -29,13 +29,15 @@ def ml_frame_from_build(bars: pd.DataFrame, result: FeatureBuild, *,
 def build_ml_frame(bars: pd.DataFrame, *, symbol: str, timeframe: str,
                    feature_set: str = "default", label: str = DEFAULT_LABEL,
                    label_config: Any | None = None,
-                   ctx: FeatureContext | None = None) -> MLFrame:
-    """Features and labels of a loaded frame (``marketdata.loader.load``)."""
+                   ctx: FeatureContext | None = None,
+                   families: list[str] | None = None) -> MLFrame:
+    """Features and labels of a loaded frame (``marketdata.loader.load``); ``families``
+    restricts the build (see ``features.pipeline.build``)."""
     from perptrader.features.labels import LabelConfig
 
     cfg = label_config or LabelConfig()
     ctx = ctx or FeatureContext(symbol=symbol, timeframe=timeframe)
-    result = build(bars, get_set(feature_set), ctx, label_config=cfg)
+    result = build(bars, get_set(feature_set), ctx, label_config=cfg, families=families)
     result.meta["label_config"] = dict(cfg.__dict__)
     return ml_frame_from_build(bars, result, label=label,
                                horizon=max(cfg.future_window, cfg.max_holding))
@@ -44,10 +46,11 @@ def build_ml_frame(bars: pd.DataFrame, *, symbol: str, timeframe: str,
 def load_ml_frame(store: MarketStore, symbol: str, timeframe: str,
                   start: datetime | str | None = None, end: datetime | str | None = None, *,
                   feature_set: str = "default", label: str = DEFAULT_LABEL,
-                  label_config: Any | None = None) -> MLFrame:
+                  label_config: Any | None = None,
+                  families: list[str] | None = None) -> MLFrame:
     """Load bars from the store, build the feature set and labels, return the table."""
     from perptrader.features.inputs import load_inputs
 
     frame, ctx = load_inputs(store, symbol, timeframe, get_set(feature_set), start, end)
     return build_ml_frame(frame, symbol=symbol, timeframe=timeframe, feature_set=feature_set,
-                          label=label, label_config=label_config, ctx=ctx)
+                          label=label, label_config=label_config, ctx=ctx, families=families)

@@ -50,7 +50,8 @@ class BookLevels:
         return px, qty
 
 
-def _inputs(m: MarketData, orders: np.ndarray, config: SimConfig) -> np.ndarray:
+def kernel_inputs(m: MarketData, orders: np.ndarray, config: SimConfig) -> np.ndarray:
+    """The kernel's per-bar input rows X (n, NX) of one symbol (shared with the RL core)."""
     x = np.empty((len(m), K.NX), dtype=np.float64)
     x[:, K.X_O], x[:, K.X_H], x[:, K.X_L], x[:, K.X_C] = m.open, m.high, m.low, m.close
     x[:, K.X_MO], x[:, K.X_MH] = m.mark_open, m.mark_high
@@ -82,7 +83,7 @@ def _run(markets: list[MarketData], targets: list[np.ndarray], config: SimConfig
         n_orders += int(np.count_nonzero(~np.isnan(orders)))
         if dropped:
             warnings.append(f"{m.symbol}: {dropped} decisions too close to the end to fill")
-        xs[:, s] = _inputs(m, orders, config)
+        xs[:, s] = kernel_inputs(m, orders, config)
         warnings.extend(m.warnings)
     params = run_params(config)
     sp, tb = symbol_params(config, tiers)

@@ -42,11 +42,16 @@ def get_strategy(name: str, params: Mapping[str, object] | None = None) -> Strat
     Raises ValueError naming the known strategies / parameters.
 
     ``model:NAME[@VERSION]`` is a registered ML model (``perptrader.ml.strategy``; the
-    latest version when none is given), params ``buy_threshold``/``sell_threshold``."""
+    latest version when none is given), params ``buy_threshold``/``sell_threshold``;
+    ``rl:NAME`` a trained RL agent (``perptrader.rl.strategy``)."""
     if name.startswith("model:"):
         from perptrader.ml.strategy import model_strategy  # lazy: ML stack only when used
 
         return model_strategy(name, params)
+    if name.startswith("rl:"):
+        from perptrader.rl.strategy import rl_strategy  # lazy: RL stack only when used
+
+        return rl_strategy(name, params)
     if name not in REGISTRY:
         raise ValueError(f"unknown strategy {name!r}; known: {', '.join(sorted(REGISTRY))}")
     cls = REGISTRY[name][0]

@@ -1,0 +1,140 @@
+"""Training one MaskablePPO agent on ``PerpVecEnv``: seeds, checkpoints, TensorBoard,
+evaluation on a validation slice, Rich progress.
+
+The policy kept is the one that did best on the validation slice (``MaskableEvalCallback``
+runs one deterministic episode over the whole slice every ``eval_every`` steps); the
+final policy is kept too. Both are SB3 zips in the agent's folder.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from perptrader.rl.market import EnvMarket
+from perptrader.rl.reward import RewardConfig
+
+#: progress callback: (timesteps done, total, metrics)
+TrainProgress = Callable[[int, int, dict[str, float]], None]
+
+
+@dataclass(frozen=True)
+class PPOSettings:
+    """MaskablePPO and environment settings (defaults sized for 2 CPU cores)."""
+
+    n_envs: int = 16
+    n_steps: int = 256
+    batch_size: int = 1024
+    n_epochs: int = 4
+    learning_rate: float = 3e-4
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    ent_coef: float = 0.01
+    clip_range: float = 0.2
+    net_arch: tuple[int, ...] = (64, 64)
+    episode_bars: int = 720
+    #: an episode ends when equity falls below this share of the initial cash
+    min_equity: float = 0.5
+    eval_every: int = 10_000
+    checkpoint_every: int = 50_000
+    seed: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["net_arch"] = list(self.net_arch)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PPOSettings:
+        return cls(**{**d, "net_arch": tuple(d.get("net_arch", (64, 64)))})
+
+
+def _progress_callback(total: int, progress: TrainProgress | None):
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class _Progress(BaseCallback):
+        def _on_step(self) -> bool:
+            if progress is not None and self.n_calls % 20 == 0:
+                rew = [e["r"] for e in self.model.ep_info_buffer] if self.model.ep_info_buffer \
+                    else []
+                progress(self.num_timesteps, total,
+                         {"ep_reward": float(np.mean(rew)) if rew else float("nan")})
+            return True
+
+    return _Progress()
+
+
+def train_ppo(market: EnvMarket, *, train: tuple[int, int], valid: tuple[int, int],
+              timesteps: int, out_dir: Path, label: str, reward: RewardConfig,
+              settings: PPOSettings, obs_columns: np.ndarray | None = None,
+              progress: TrainProgress | None = None) -> dict[str, Any]:
+    """Train one agent; writes ``<out_dir>/<label>/{policy.zip, final.zip, best/,
+    checkpoints/, eval/}`` and TensorBoard logs under ``<out_dir>/tensorboard``. Returns
+    the training record (timesteps, wall time, steps/s, the validation curve)."""
+    import torch
+    from sb3_contrib import MaskablePPO
+    from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback
+    from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback
+    from stable_baselines3.common.utils import set_random_seed
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    from perptrader.rl.vec_env import PerpVecEnv
+
+    if timesteps < settings.n_envs * settings.n_steps:
+        raise ValueError(f"--timesteps {timesteps} is less than one rollout "
+                         f"({settings.n_envs} envs x {settings.n_steps} steps)")
+    folder = Path(out_dir) / label
+    folder.mkdir(parents=True, exist_ok=True)
+    set_random_seed(settings.seed)
+    torch.manual_seed(settings.seed)
+    env = VecMonitor(PerpVecEnv(market, settings.n_envs, reward, first=train[0],
+                                last=train[1], episode_bars=settings.episode_bars,
+                                min_equity=settings.min_equity, obs_columns=obs_columns,
+                                seed=settings.seed))
+    eval_env = VecMonitor(PerpVecEnv(market, 1, reward, first=valid[0], last=valid[1],
+                                     episode_bars=None, obs_columns=obs_columns,
+                                     seed=settings.seed))
+    model = MaskablePPO(
+        "MlpPolicy", env, n_steps=settings.n_steps, batch_size=settings.batch_size,
+        n_epochs=settings.n_epochs, learning_rate=settings.learning_rate,
+        gamma=settings.gamma, gae_lambda=settings.gae_lambda, ent_coef=settings.ent_coef,
+        clip_range=settings.clip_range,
+        policy_kwargs={"net_arch": list(settings.net_arch)},
+        tensorboard_log=str(Path(out_dir) / "tensorboard"), seed=settings.seed,
+        device="cpu", verbose=0)
+    per_env = max(settings.eval_every // settings.n_envs, 1)
+    eval_cb = MaskableEvalCallback(eval_env, n_eval_episodes=1, eval_freq=per_env,
+                                   best_model_save_path=str(folder / "best"),
+                                   log_path=str(folder / "eval"), deterministic=True,
+                                   verbose=0)
+    ckpt = CheckpointCallback(save_freq=max(settings.checkpoint_every // settings.n_envs, 1),
+                              save_path=str(folder / "checkpoints"), name_prefix=label)
+    t0 = time.perf_counter()
+    model.learn(timesteps, callback=CallbackList([eval_cb, ckpt,
+                                                  _progress_callback(timesteps, progress)]),
+                tb_log_name=label, progress_bar=False)
+    wall = time.perf_counter() - t0
+    model.save(folder / "final.zip")
+    best = folder / "best" / "best_model.zip"
+    chosen = "best" if best.is_file() else "final"
+    shutil.copyfile(best if chosen == "best" else folder / "final.zip", folder / "policy.zip")
+    curve = [{"timesteps": int(t), "valid_reward": float(np.mean(r))}
+             for t, r in zip(eval_cb.evaluations_timesteps, eval_cb.evaluations_results,
+                             strict=True)]
+    return {"label": label, "timesteps": int(model.num_timesteps), "wall_s": round(wall, 1),
+            "steps_per_s": round(model.num_timesteps / wall, 1) if wall > 0 else None,
+            "valid_curve": curve, "best_valid_reward": float(eval_cb.best_mean_reward)
+            if curve else None, "policy": chosen, "seed": settings.seed}
+
+
+def load_policy(path: Path):
+    """A saved MaskablePPO policy (CPU)."""
+    from sb3_contrib import MaskablePPO
+
+    return MaskablePPO.load(str(path), device="cpu")

@@ -1,0 +1,114 @@
+"""Run a trained agent over a window, one deterministic decision per bar.
+
+This is how an agent trades outside training: ``rl eval`` and the ``rl:NAME`` backtest
+strategy both use it, and the decisions it returns are ordinary backtest targets (the
+environment and the backtester share the accounting, so the backtest of these targets
+reproduces the environment's equity; tests/rl/test_equivalence.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from perptrader.rl import actions as ACT
+from perptrader.rl import core as C
+from perptrader.rl.committee import CommitteeRules, combine
+from perptrader.rl.env import PerpFuturesEnv
+from perptrader.rl.market import EnvMarket
+from perptrader.rl.reward import RewardConfig
+
+#: one action above this share of the steps = a collapsed policy
+COLLAPSE_SHARE = 0.90
+_DRAWDOWN = C.ACCOUNT_FEATURES.index("acc_drawdown")
+_MARGIN_RATIO = C.ACCOUNT_FEATURES.index("acc_margin_ratio")
+
+
+@dataclass
+class Rollout:
+    """Decisions (targets at each decision bar's close) and what the agent did."""
+
+    decisions: pd.Series
+    actions: np.ndarray
+    equity: pd.Series
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def action_distribution(self) -> dict[str, float]:
+        n = max(len(self.actions), 1)
+        counts = np.bincount(self.actions, minlength=ACT.N_ACTIONS)
+        return {name: round(float(c) / n, 4) for name, c in zip(ACT.ACTION_NAMES, counts,
+                                                                   strict=True)}
+
+    def position_shares(self) -> dict[str, float]:
+        d = self.decisions.to_numpy()
+        n = max(len(d), 1)
+        return {"long": round(float((d > 0).sum()) / n, 4),
+                "short": round(float((d < 0).sum()) / n, 4),
+                "flat": round(float((d == 0).sum()) / n, 4)}
+
+
+def collapse(distribution: dict[str, float], trades: int) -> str | None:
+    """Why a policy counts as collapsed (None when it does not)."""
+    top = max(distribution, key=distribution.get)
+    if trades == 0:
+        return "no trades"
+    if distribution[top] > COLLAPSE_SHARE:
+        return f"'{top}' on {distribution[top]:.0%} of the steps"
+    return None
+
+
+def run_agent(market: EnvMarket, policies: dict[str, Any], obs_columns: dict[str, np.ndarray],
+              *, first: int = 0, last: int | None = None,
+              rules: CommitteeRules | None = None,
+              reward: RewardConfig | None = None) -> Rollout:
+    """Step ``policies`` ({"ppo": model} or {"pattern": m, "indicator": m}) through the
+    whole window, deterministically, masks applied; the dual agents' proposals go
+    through the committee."""
+    env = PerpFuturesEnv(market, reward, first=first, last=last, episode_bars=None)
+    obs, _ = env.reset(options={"start": env.window.first, "end": env.window.last})
+    rules = rules or CommitteeRules()
+    n_state = market.state.shape[1]
+    dual = "ppo" not in policies
+    decisions, acts, equity, index = [], [], [], []
+    proposals = {"pattern": [], "indicator": []}
+    done = False
+    while not done:
+        mask = env.action_masks()
+        t = env.batch.bar(0)
+        if dual:
+            votes = {}
+            for role in ("pattern", "indicator"):
+                a, _ = policies[role].predict(obs[obs_columns[role]], action_masks=mask,
+                                              deterministic=True)
+                votes[role] = int(a)
+                proposals[role].append(int(a))
+            action = combine(votes["pattern"], votes["indicator"],
+                             target=env.batch.target(0), vsa_dir=float(market.vsa_dir[t]),
+                             drawdown=float(obs[n_state + _DRAWDOWN]),
+                             margin_ratio=float(obs[n_state + _MARGIN_RATIO]), rules=rules)
+        else:
+            a, _ = policies["ppo"].predict(obs, action_masks=mask, deterministic=True)
+            action = int(a)
+        obs, _, terminated, truncated, info = env.step(action)
+        done = terminated or truncated
+        index.append(market.index[t])
+        decisions.append(info["decision"])
+        acts.append(action)
+        equity.append(info["equity"])
+    out = Rollout(decisions=pd.Series(decisions, index=pd.DatetimeIndex(index),
+                                      name="target"),
+                  actions=np.asarray(acts, dtype=np.int64),
+                  equity=pd.Series(equity, index=market.index[
+                      [market.index.get_loc(i) + 1 for i in index]], name="equity"),
+                  info={"trades": info["trades"], "liquidations": info["liquidations"],
+                        "invalid_actions": info["invalid_actions"]})
+    if dual:
+        for role, seq in proposals.items():
+            counts = np.bincount(np.asarray(seq, dtype=np.int64), minlength=ACT.N_ACTIONS)
+            out.info[f"{role}_proposals"] = {
+                name: round(float(c) / max(len(seq), 1), 4)
+                for name, c in zip(ACT.ACTION_NAMES, counts, strict=True)}
+    return out

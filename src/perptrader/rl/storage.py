@@ -1,0 +1,83 @@
+"""Where agents live: ``<data_dir>/agents/<name>/``.
+
+``manifest.json`` (symbol, timeframe, agent kind, windows, models by registry name and
+version, reward, PPO settings, training records), ``state.json`` (the fitted
+``StateSpec``), one folder per policy (``ppo/`` or ``pattern/`` + ``indicator/``, each
+with ``policy.zip``, ``final.zip``, ``best/``, ``checkpoints/``, ``eval/``),
+``tensorboard/`` and one ``eval-<start>-<end>/`` per evaluation. An agent is written
+into a hidden temporary folder and renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from perptrader.core.errors import PerptraderError
+from perptrader.ml.registry import check_name, jsonable
+
+MANIFEST = "manifest.json"
+STATE = "state.json"
+
+
+def agents_root(root: Path | None = None) -> Path:
+    if root is not None:
+        return Path(root)
+    from perptrader.config import load_settings
+
+    return Path(load_settings().data_dir) / "agents"
+
+
+def agent_folder(name: str, *, root: Path | None = None) -> Path:
+    return agents_root(root) / check_name(name)
+
+
+def new_agent_folder(name: str, *, overwrite: bool = False, root: Path | None = None
+                     ) -> tuple[Path, Path]:
+    """(temporary folder to write into, final folder). Refuses an existing agent unless
+    ``overwrite``."""
+    final = agent_folder(name, root=root)
+    if final.exists() and not overwrite:
+        raise PerptraderError(f"agent {name!r} exists ({final}); pick another --name or "
+                              f"pass --overwrite")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".tmp-{name}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    return tmp, final
+
+
+def commit_agent(tmp: Path, final: Path) -> Path:
+    """Move a complete agent into place (replacing an older one of the same name)."""
+    if final.exists():
+        old = final.parent / f".old-{final.name}-{uuid.uuid4().hex[:8]}"
+        os.rename(final, old)
+        os.rename(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, final)
+    return final
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    path.write_text(json.dumps(jsonable(payload), indent=2), encoding="utf-8")
+
+
+def read_manifest(name: str, *, root: Path | None = None) -> dict[str, Any]:
+    folder = agent_folder(name, root=root)
+    path = folder / MANIFEST
+    if not path.is_file():
+        known = sorted(p.name for p in agents_root(root).glob("*")
+                       if (p / MANIFEST).is_file()) if agents_root(root).is_dir() else []
+        raise PerptraderError(f"no agent {name!r} (known: {', '.join(known) or 'none'}); "
+                              f"train one with `perptrader rl train --name {name} ...`")
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    manifest["path"] = str(folder)
+    return manifest
+
+
+def read_state(name: str, *, root: Path | None = None) -> dict[str, Any]:
+    return json.loads((agent_folder(name, root=root) / STATE).read_text(encoding="utf-8"))
