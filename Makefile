@@ -44,6 +44,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python bench/bench_features.py
 	$(BIN)/python bench/bench_backtest.py
 	$(BIN)/python bench/bench_xlstm.py
+	$(BIN)/python bench/bench_rl.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

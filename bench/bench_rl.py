@@ -21,7 +21,8 @@ imports, first-touch allocations):
    lag the fast envs' by one bar; the work per step is the same and a check prints that
    both equity paths agree for one action sequence.
 2. ``PerpFuturesEnv`` (one env, gymnasium API, info dict every step).
-3. ``PerpVecEnv`` with 64 envs: env-steps/s (64 per ``step_wait``, auto-resets included).
+3. ``PerpVecEnv`` with 64 envs: env-steps/s (64 per ``step_wait``, auto-resets included),
+   on one thread and on numba's threads (``parallel=True``, the default from 32 envs).
 4. ``MaskablePPO`` on ``PerpVecEnv(16)``: timesteps / wall seconds of ``learn(N)``, with
    the share of that time spent in env stepping and action masks.
 
@@ -43,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import numba
 import numpy as np
 import pandas as pd
 
@@ -327,7 +329,8 @@ def main() -> None:
 
     naive = NaivePandasEnv(data, cols, config)
     single = PerpFuturesEnv(market, episode_bars=EPISODE_BARS)
-    vec = PerpVecEnv(market, 64, episode_bars=EPISODE_BARS, seed=0)
+    vec = PerpVecEnv(market, 64, episode_bars=EPISODE_BARS, seed=0, parallel=False)
+    vec_threads = PerpVecEnv(market, 64, episode_bars=EPISODE_BARS, seed=0, parallel=True)
     diff = equity_check(NaivePandasEnv(data, cols, config),
                         PerpFuturesEnv(market, episode_bars=None))
     print(f"accounting check: naive vs PerpFuturesEnv, 500 random valid actions, "
@@ -336,12 +339,15 @@ def main() -> None:
     t_naive = best_of(args.repeat, lambda: run_single(naive, args.naive_steps))
     t_single = best_of(args.repeat, lambda: run_single(single, args.single_steps))
     t_vec = best_of(args.repeat, lambda: run_vec(vec, args.vec_steps))
+    t_vec_threads = best_of(args.repeat, lambda: run_vec(vec_threads, args.vec_steps))
     run_ppo(market, 4_096)  # warm-up: torch kernels, allocator
     t_ppo, env_share = min(run_ppo(market, args.ppo_steps) for _ in range(args.repeat))
 
     rows = [("naive pandas env (iloc + Account.step)", args.naive_steps / t_naive),
             ("PerpFuturesEnv (1 env)", args.single_steps / t_single),
-            ("PerpVecEnv (64 envs, env-steps)", args.vec_steps * 64 / t_vec),
+            ("PerpVecEnv (64 envs, env-steps, one thread)", args.vec_steps * 64 / t_vec),
+            (f"PerpVecEnv (64 envs, env-steps, {numba.get_num_threads()} numba threads)",
+             args.vec_steps * 64 / t_vec_threads),
             (f"MaskablePPO learn, PerpVecEnv(16), {args.ppo_steps:,} steps",
              args.ppo_steps / t_ppo)]
     base = rows[0][1]
@@ -350,7 +356,7 @@ def main() -> None:
         print(f"{name:52s} {rate:>12,.0f} {rate / base:>9.1f}x")
     print(f"\nPPO: {t_ppo:.2f} s wall (best of {args.repeat} after a 4,096-step warm-up), "
           f"{env_share:.1%} of it in env stepping + action masks")
-    ratio = rows[2][1] / base
+    ratio = max(rows[2][1], rows[3][1]) / base
     print(f"target: vectorized env >= {TARGET_RATIO:.0f}x the naive env: {ratio:,.0f}x "
           f"-> {'PASS' if ratio >= TARGET_RATIO else 'FAIL'}")
 

@@ -20,17 +20,19 @@ def market() -> EnvMarket:
     return small_market(400)
 
 
-def test_each_env_matches_a_single_env(market: EnvMarket) -> None:
+@pytest.mark.parametrize("parallel", [False, True])
+def test_each_env_matches_a_single_env(market: EnvMarket, parallel: bool) -> None:
     """Env i of the batch, reset at known bounds and given env i's action sequence,
     returns what a lone ``PerpFuturesEnv`` returns at every step, the terminal step's
-    observation (in the info) included; the eight envs interleave without leaking."""
+    observation (in the info) included; the eight envs interleave without leaking, on
+    one thread and on numba's threads alike."""
     starts = 10 + 37 * np.arange(N)
     ends = starts + EPISODE
     singles = [play(PerpFuturesEnv(market), start=int(s), end=int(e),
                     rng=np.random.default_rng(i))
                for i, (s, e) in enumerate(zip(starts, ends, strict=True))]
     assert all(len(run.infos) == EPISODE for run in singles)
-    vec = PerpVecEnv(market, N, episode_bars=EPISODE, seed=0)
+    vec = PerpVecEnv(market, N, episode_bars=EPISODE, seed=0, parallel=parallel)
     vec.reset()
     vec.batch.reset(np.arange(N), starts, ends)
     obs0 = vec.batch.observations()

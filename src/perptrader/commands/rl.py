@@ -184,7 +184,7 @@ def evaluate(
 # ------------------------------------------------------------------ demo stage
 
 DEMO_WINDOW = ("2023-03-01", "2025-01-01")
-DEMO_TIMESTEPS = {"ppo": 60_000, "ppo-dual": 40_000}
+DEMO_TIMESTEPS = {"ppo": 200_000, "ppo-dual": 150_000}
 
 
 def rl_demo_stage(store, out: Console) -> None:

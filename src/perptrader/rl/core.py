@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from perptrader.rl import actions as ACT
 from perptrader.rl import reward as R
@@ -136,127 +136,148 @@ def reset_batch(idx, starts, ends, xs, feats, P, SP, TB, ST, W, A, E, EP, r2_mea
 
 
 @njit(cache=True)
-def step_batch(act, xs, feats, vsa_dir, agree, conflict, P, SP, TB, RW, ST, W, X, F, T, cnt,
-               B, A, E, EP, TR, book_idx, no_book, obs, rewards, terms, terminated,
-               truncated, orders):
-    """Advance every environment one bar with its action ``act[i]`` (see the module
-    docstring). Writes ``obs``, ``rewards``, ``terms`` (N, N_TERMS, unweighted),
-    ``terminated`` (equity below EP_MIN_EQ * initial), ``truncated`` (episode end) and
-    ``orders`` (the decision = target after the action, what a backtest would be given).
-    """
-    N = act.shape[0]
+def _step_one(i, act, xs, feats, vsa_dir, agree, conflict, P, SP, TB, RW, ST, W, X, F, T,
+              cnt, B, A, E, EP, TR, book_idx, no_book, obs, rewards, terms, terminated,
+              truncated, orders):
+    """One environment's step (see ``step_batch``); environments share nothing but the
+    read-only market arrays, so they can run on several threads."""
     init = EP[EP_INIT]
     maxexp = EP[EP_MAX_EXP]
     ntr_cap = TR.shape[1]
     sharpe_n = int(EP[EP_SHARPE_N])
     eta = EP[EP_DSR_ETA]
-    for i in range(N):
-        a = int(act[i])
-        tgt = E[i, E_TARGET]
-        forced = E[i, E_FORCED_FLAT] > 0.0
-        if a < 0 or a >= ACT.N_ACTIONS or not ACT.action_valid(tgt, a, maxexp) or (
-                forced and a != ACT.HOLD):
-            E[i, E_INVALID] += 1.0
-            a = ACT.HOLD
-        E[i, E_FORCED_FLAT] = 0.0
-        new = ACT.next_target(tgt, a)
-        direction = ACT.trade_direction(tgt, a)
-        last = E[i, E_LAST]
-        order = new if (np.isnan(last) or new != last) else np.nan
-        E[i, E_LAST] = new
-        orders[i] = new
-        t_dec = int(E[i, E_T])
-        t = t_dec + 1
-        if t_dec >= E[i, E_END] or t >= xs.shape[0]:
-            raise IndexError("step past the end of an episode: reset the environment first")
-        for c in range(K.NX):
-            X[i, 0, c] = xs[t, c]
-        X[i, 0, K.X_ORDER] = order
-        cnt[i, 0] = 0
-        cnt[i, 1] = 0
-        prev_qty = ST[i, 0, K.S_QTY]
-        prev_eq = E[i, E_PREV_EQ]
-        K.step_bar(t, X[i], P, SP, TB, ST[i], W[i], F[i], T[i], cnt[i], B[i], A[i],
-                   book_idx, no_book, no_book)
-        eq = A[i, K.A_EQUITY]
-        qty = ST[i, 0, K.S_QTY]
-        # a position closed by liquidation (or never opened: no margin) leaves the
-        # account flat: the target follows, so masks and observations stay truthful
-        if qty == 0.0 and new != 0.0:
-            E[i, E_TARGET] = 0.0
-            E[i, E_FORCED_FLAT] = 1.0
-        else:
-            E[i, E_TARGET] = new
-        if B[i, 0, K.B_LIQ] > 0.0:
-            E[i, E_LIQS] += 1.0
-        if prev_qty == 0.0 and qty != 0.0:
-            E[i, E_ENTRY_BAR] = t
-            E[i, E_TRADE_EQ] = prev_eq
-        # ---- reward terms
-        for k in range(R.N_TERMS):
-            terms[i, k] = 0.0
-        r = eq / prev_eq - 1.0 if prev_eq > 0.0 else 0.0
-        terms[i, R.R_PNL] = 100.0 * r
-        floor = 1e-9 * init
-        terms[i, R.R_LOG] = 100.0 * math.log(max(eq, floor) / max(prev_eq, floor))
-        a_prev = E[i, E_DSR_A]
-        b_prev = E[i, E_DSR_B]
-        var = b_prev - a_prev * a_prev
-        da = r - a_prev
-        db = r * r - b_prev
-        if RW[R.R_DSR] != 0.0 and var > 1e-12:
-            dsr = (b_prev * da - 0.5 * a_prev * db) / (var * math.sqrt(var))
-            terms[i, R.R_DSR] = min(max(dsr, -5.0), 5.0)
-        E[i, E_DSR_A] = a_prev + eta * da
-        E[i, E_DSR_B] = b_prev + eta * db
-        terms[i, R.R_LEV] = -abs(qty) * xs[t, K.X_MC] / eq if eq > 0.0 else 0.0
-        if cnt[i, 1] > 0 and qty == 0.0:
-            te = E[i, E_TRADE_EQ]
-            ret = eq / te - 1.0 if te > 0.0 else 0.0
-            n_done = int(E[i, E_NTR])
-            TR[i, n_done % ntr_cap] = ret
-            n_done += 1
-            E[i, E_NTR] = n_done
-            E[i, E_TRADES] += 1.0
-            E[i, E_ENTRY_BAR] = -1.0
-            m = min(n_done, sharpe_n, ntr_cap)
-            if m >= 2:
-                s1 = 0.0
-                s2 = 0.0
-                for j in range(m):
-                    v = TR[i, (n_done - 1 - j) % ntr_cap]
-                    s1 += v
-                s1 /= m
-                for j in range(m):
-                    v = TR[i, (n_done - 1 - j) % ntr_cap] - s1
-                    s2 += v * v
-                sd = math.sqrt(s2 / (m - 1))
-                if sd > 1e-12:
-                    terms[i, R.R_TSHARPE] = min(max(s1 / sd, -3.0), 3.0)
-        if eq > E[i, E_PEAK]:
-            E[i, E_PEAK] = eq
-        dd = 1.0 - eq / E[i, E_PEAK] if E[i, E_PEAK] > 0.0 else 0.0
-        if dd > E[i, E_DD]:
-            terms[i, R.R_DD] = -100.0 * (dd - E[i, E_DD])
-        E[i, E_DD] = dd
-        if direction != 0.0:
-            if vsa_dir[t_dec] == direction:
-                terms[i, R.R_VSA] = 1.0
-            if agree[t_dec] == direction:
-                terms[i, R.R_EXPERTS] = 1.0
-            elif conflict[t_dec] > 0.0:
-                terms[i, R.R_EXPERTS] = -1.0
-        total = 0.0
-        for k in range(R.N_TERMS):
-            total += RW[k] * terms[i, k]
-        rewards[i] = total
-        E[i, E_PREV_EQ] = eq
-        E[i, E_T] = t
-        E[i, E_STEPS] += 1.0
-        # a wiped-out account (a liquidation can leave float dust) ends the episode
-        terminated[i] = eq <= max(EP[EP_MIN_EQ], WIPED_OUT) * init
-        truncated[i] = (not terminated[i]) and t >= E[i, E_END]
-        _observe(i, t, xs, feats, TB, SP, ST, E, EP, eq, obs)
+    a = int(act[i])
+    tgt = E[i, E_TARGET]
+    forced = E[i, E_FORCED_FLAT] > 0.0
+    if a < 0 or a >= ACT.N_ACTIONS or not ACT.action_valid(tgt, a, maxexp) or (
+            forced and a != ACT.HOLD):
+        E[i, E_INVALID] += 1.0
+        a = ACT.HOLD
+    E[i, E_FORCED_FLAT] = 0.0
+    new = ACT.next_target(tgt, a)
+    direction = ACT.trade_direction(tgt, a)
+    last = E[i, E_LAST]
+    order = new if (np.isnan(last) or new != last) else np.nan
+    E[i, E_LAST] = new
+    orders[i] = new
+    t_dec = int(E[i, E_T])
+    t = t_dec + 1
+    if t_dec >= E[i, E_END] or t >= xs.shape[0]:
+        raise IndexError("step past the end of an episode: reset the environment first")
+    for c in range(K.NX):
+        X[i, 0, c] = xs[t, c]
+    X[i, 0, K.X_ORDER] = order
+    cnt[i, 0] = 0
+    cnt[i, 1] = 0
+    prev_qty = ST[i, 0, K.S_QTY]
+    prev_eq = E[i, E_PREV_EQ]
+    K.step_bar(t, X[i], P, SP, TB, ST[i], W[i], F[i], T[i], cnt[i], B[i], A[i],
+               book_idx, no_book, no_book)
+    eq = A[i, K.A_EQUITY]
+    qty = ST[i, 0, K.S_QTY]
+    # a position closed by liquidation (or never opened: no margin) leaves the
+    # account flat: the target follows, so masks and observations stay truthful
+    if qty == 0.0 and new != 0.0:
+        E[i, E_TARGET] = 0.0
+        E[i, E_FORCED_FLAT] = 1.0
+    else:
+        E[i, E_TARGET] = new
+    if B[i, 0, K.B_LIQ] > 0.0:
+        E[i, E_LIQS] += 1.0
+    if prev_qty == 0.0 and qty != 0.0:
+        E[i, E_ENTRY_BAR] = t
+        E[i, E_TRADE_EQ] = prev_eq
+    # ---- reward terms
+    for k in range(R.N_TERMS):
+        terms[i, k] = 0.0
+    r = eq / prev_eq - 1.0 if prev_eq > 0.0 else 0.0
+    terms[i, R.R_PNL] = 100.0 * r
+    floor = 1e-9 * init
+    terms[i, R.R_LOG] = 100.0 * math.log(max(eq, floor) / max(prev_eq, floor))
+    a_prev = E[i, E_DSR_A]
+    b_prev = E[i, E_DSR_B]
+    var = b_prev - a_prev * a_prev
+    da = r - a_prev
+    db = r * r - b_prev
+    if RW[R.R_DSR] != 0.0 and var > 1e-12:
+        dsr = (b_prev * da - 0.5 * a_prev * db) / (var * math.sqrt(var))
+        terms[i, R.R_DSR] = min(max(dsr, -5.0), 5.0)
+    E[i, E_DSR_A] = a_prev + eta * da
+    E[i, E_DSR_B] = b_prev + eta * db
+    terms[i, R.R_LEV] = -abs(qty) * xs[t, K.X_MC] / eq if eq > 0.0 else 0.0
+    if cnt[i, 1] > 0 and qty == 0.0:
+        te = E[i, E_TRADE_EQ]
+        ret = eq / te - 1.0 if te > 0.0 else 0.0
+        n_done = int(E[i, E_NTR])
+        TR[i, n_done % ntr_cap] = ret
+        n_done += 1
+        E[i, E_NTR] = n_done
+        E[i, E_TRADES] += 1.0
+        E[i, E_ENTRY_BAR] = -1.0
+        m = min(n_done, sharpe_n, ntr_cap)
+        if m >= 2:
+            s1 = 0.0
+            s2 = 0.0
+            for j in range(m):
+                v = TR[i, (n_done - 1 - j) % ntr_cap]
+                s1 += v
+            s1 /= m
+            for j in range(m):
+                v = TR[i, (n_done - 1 - j) % ntr_cap] - s1
+                s2 += v * v
+            sd = math.sqrt(s2 / (m - 1))
+            if sd > 1e-12:
+                terms[i, R.R_TSHARPE] = min(max(s1 / sd, -3.0), 3.0)
+    if eq > E[i, E_PEAK]:
+        E[i, E_PEAK] = eq
+    dd = 1.0 - eq / E[i, E_PEAK] if E[i, E_PEAK] > 0.0 else 0.0
+    if dd > E[i, E_DD]:
+        terms[i, R.R_DD] = -100.0 * (dd - E[i, E_DD])
+    E[i, E_DD] = dd
+    if direction != 0.0:
+        if vsa_dir[t_dec] == direction:
+            terms[i, R.R_VSA] = 1.0
+        if agree[t_dec] == direction:
+            terms[i, R.R_EXPERTS] = 1.0
+        elif conflict[t_dec] > 0.0:
+            terms[i, R.R_EXPERTS] = -1.0
+    total = 0.0
+    for k in range(R.N_TERMS):
+        total += RW[k] * terms[i, k]
+    rewards[i] = total
+    E[i, E_PREV_EQ] = eq
+    E[i, E_T] = t
+    E[i, E_STEPS] += 1.0
+    # a wiped-out account (a liquidation can leave float dust) ends the episode
+    terminated[i] = eq <= max(EP[EP_MIN_EQ], WIPED_OUT) * init
+    truncated[i] = (not terminated[i]) and t >= E[i, E_END]
+    _observe(i, t, xs, feats, TB, SP, ST, E, EP, eq, obs)
+
+
+@njit(cache=True)
+def step_batch(act, xs, feats, vsa_dir, agree, conflict, P, SP, TB, RW, ST, W, X, F, T, cnt,
+               B, A, E, EP, TR, book_idx, no_book, obs, rewards, terms, terminated,
+               truncated, orders):
+    """Advance every environment one bar with its action ``act[i]`` (see the module
+    docstring). Writes ``obs``, ``rewards``, ``terms`` (N, N_TERMS, unweighted),
+    ``terminated`` (wiped out, or equity below EP_MIN_EQ * initial), ``truncated``
+    (episode end) and ``orders`` (the decision = target after the action, what a backtest
+    would be given)."""
+    for i in range(act.shape[0]):
+        _step_one(i, act, xs, feats, vsa_dir, agree, conflict, P, SP, TB, RW, ST, W, X, F, T,
+                  cnt, B, A, E, EP, TR, book_idx, no_book, obs, rewards, terms, terminated,
+                  truncated, orders)
+
+
+@njit(cache=True, parallel=True)
+def step_batch_parallel(act, xs, feats, vsa_dir, agree, conflict, P, SP, TB, RW, ST, W, X, F,
+                        T, cnt, B, A, E, EP, TR, book_idx, no_book, obs, rewards, terms,
+                        terminated, truncated, orders):
+    """``step_batch`` with the environments spread over numba's threads."""
+    for i in prange(act.shape[0]):
+        _step_one(i, act, xs, feats, vsa_dir, agree, conflict, P, SP, TB, RW, ST, W, X, F, T,
+                  cnt, B, A, E, EP, TR, book_idx, no_book, obs, rewards, terms, terminated,
+                  truncated, orders)
 
 
 @njit(cache=True)

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
+import numba
 import numpy as np
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices
 
@@ -18,17 +19,22 @@ from perptrader.rl.env import EpisodeWindow, observation_space
 from perptrader.rl.market import EnvMarket
 from perptrader.rl.reward import RewardConfig
 
+#: environments from which ``parallel=None`` steps them on numba's threads
+PARALLEL_FROM = 32
+
 
 class PerpVecEnv(VecEnv):
     def __init__(self, market: EnvMarket, n_envs: int = 16,
                  reward: RewardConfig | None = None, *, first: int = 0,
                  last: int | None = None, episode_bars: int | None = 720,
                  min_equity: float = 0.0, obs_columns: np.ndarray | None = None,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, parallel: bool | None = None) -> None:
         self.market = market
         self.window = EpisodeWindow(len(market), first, last, episode_bars)
+        if parallel is None:  # threads pay off from a few dozen environments
+            parallel = n_envs >= PARALLEL_FROM and numba.get_num_threads() > 1
         self.batch = AccountBatch(market, n_envs, reward, min_equity=min_equity,
-                                  obs_columns=obs_columns)
+                                  obs_columns=obs_columns, parallel=parallel)
         self.render_mode = None
         super().__init__(n_envs, observation_space(self.batch.n_obs),
                          gym.spaces.Discrete(ACT.N_ACTIONS))
