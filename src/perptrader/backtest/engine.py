@@ -173,6 +173,8 @@ def run_on_frame(
     events, source = choose_funding(frame, timeframe, funding, warnings)
     market = MarketData.from_frame(frame, symbol=symbol, timeframe=timeframe, funding=events,
                                    require_funding=source != NO_FUNDING)
+    # a strategy may name its own account (an RL agent: 2x margin for its 0.5x..2x targets)
+    margin_leverage = margin_leverage or getattr(strategy, "margin_leverage", None)
     if margin_leverage is not None and not margin_leverage >= leverage:
         raise PerptraderError(f"margin_leverage {margin_leverage} must be >= leverage "
                               f"{leverage}")

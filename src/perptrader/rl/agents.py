@@ -44,6 +44,9 @@ class PPOSettings:
     eval_every: int = 10_000
     checkpoint_every: int = 50_000
     seed: int = 0
+    #: torch threads while training: the 64x64 policy gains nothing from more, and on a
+    #: shared 2-core machine two OpenMP threads beside other work ran 10x slower
+    torch_threads: int = 1
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -59,7 +62,15 @@ def _progress_callback(total: int, progress: TrainProgress | None):
     from stable_baselines3.common.callbacks import BaseCallback
 
     class _Progress(BaseCallback):
+        """Rich progress, and each finished episode's account in TensorBoard
+        (``episode/*``: final equity, trades, liquidations, fees, invalid actions)."""
+
         def _on_step(self) -> bool:
+            for info in self.locals.get("infos", ()):
+                if "equity" in info:  # only episode ends carry the account
+                    for key in ("equity", "trades", "liquidations", "fees",
+                                "invalid_actions"):
+                        self.logger.record_mean(f"episode/{key}", float(info[key]))
             if progress is not None and self.n_calls % 20 == 0:
                 rew = [e["r"] for e in self.model.ep_info_buffer] if self.model.ep_info_buffer \
                     else []
@@ -93,6 +104,8 @@ def train_ppo(market: EnvMarket, *, train: tuple[int, int], valid: tuple[int, in
     folder.mkdir(parents=True, exist_ok=True)
     set_random_seed(settings.seed)
     torch.manual_seed(settings.seed)
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(max(int(settings.torch_threads), 1))
     env = VecMonitor(PerpVecEnv(market, settings.n_envs, reward, first=train[0],
                                 last=train[1], episode_bars=settings.episode_bars,
                                 min_equity=settings.min_equity, obs_columns=obs_columns,
@@ -116,9 +129,11 @@ def train_ppo(market: EnvMarket, *, train: tuple[int, int], valid: tuple[int, in
     ckpt = CheckpointCallback(save_freq=max(settings.checkpoint_every // settings.n_envs, 1),
                               save_path=str(folder / "checkpoints"), name_prefix=label)
     t0 = time.perf_counter()
-    model.learn(timesteps, callback=CallbackList([eval_cb, ckpt,
-                                                  _progress_callback(timesteps, progress)]),
-                tb_log_name=label, progress_bar=False)
+    try:
+        model.learn(timesteps, callback=CallbackList([eval_cb, ckpt, _progress_callback(
+            timesteps, progress)]), tb_log_name=label, progress_bar=False)
+    finally:
+        torch.set_num_threads(threads_before)
     wall = time.perf_counter() - t0
     model.save(folder / "final.zip")
     best = folder / "best" / "best_model.zip"

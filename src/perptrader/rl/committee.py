@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from perptrader.rl import actions as ACT
+from perptrader.rl.market import MAX_EXPOSURE
 
 _SIZE_ORDER = {ACT.LONG_05: 0.5, ACT.LONG_1: 1.0, ACT.LONG_2: 2.0, ACT.SHORT_05: 0.5,
                ACT.SHORT_1: 1.0, ACT.SHORT_2: 2.0}
@@ -52,8 +53,17 @@ def _open(side: int, size: float) -> int:
 
 
 def combine(pattern: int, indicator: int, *, target: float, vsa_dir: float,
+            drawdown: float, margin_ratio: float, rules: CommitteeRules,
+            max_exposure: float = MAX_EXPOSURE) -> int:
+    """The committee's action (see the module docstring); always valid at ``target``
+    (a rule's choice that is not, e.g. increasing at the cap, becomes hold)."""
+    action = _decide(pattern, indicator, target=target, vsa_dir=vsa_dir, drawdown=drawdown,
+                     margin_ratio=margin_ratio, rules=rules)
+    return action if ACT.action_valid(target, action, max_exposure) else ACT.HOLD
+
+
+def _decide(pattern: int, indicator: int, *, target: float, vsa_dir: float,
             drawdown: float, margin_ratio: float, rules: CommitteeRules) -> int:
-    """The committee's action (see the module docstring); always valid at ``target``."""
     flat = abs(target) < 1e-9
     if not flat:
         if drawdown > rules.max_drawdown or margin_ratio > rules.max_margin_ratio:

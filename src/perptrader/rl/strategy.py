@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from perptrader.core.errors import PerptraderError
+from perptrader.rl.market import MAX_EXPOSURE
 
 PREFIX = "rl:"
 
@@ -22,6 +23,9 @@ PREFIX = "rl:"
 @dataclass
 class RLStrategy:
     agent: str
+    #: the agent's account: its targets (0.5x..2x) run on 2x margin (``run_on_frame``
+    #: reads this when no margin leverage is given)
+    margin_leverage: float = MAX_EXPOSURE
 
     @property
     def name(self) -> str:
@@ -33,6 +37,7 @@ class RLStrategy:
 
     def targets(self, frame: pd.DataFrame) -> np.ndarray:
         from perptrader.ml.dataset import build_ml_frame
+        from perptrader.rl.committee import CommitteeRules
         from perptrader.rl.data import Window, build_raw, env_market, load_models
         from perptrader.rl.evaluate import load_agent
         from perptrader.rl.market import rl_sim_config
@@ -53,7 +58,8 @@ class RLStrategy:
         raw = build_raw(window, models, np.arange(len(data), dtype=np.int64))
         raw = raw.dropna(subset=[c for c in raw.columns if "_p_" in c])
         market = env_market(window, raw, spec, rl_sim_config())
-        rollout = run_agent(market, policies, cols)
+        rules = CommitteeRules(**manifest["committee"]) if manifest.get("committee") else None
+        rollout = run_agent(market, policies, cols, rules=rules)
         return rollout.decisions.reindex(frame.index).fillna(0.0).to_numpy(np.float64)
 
 

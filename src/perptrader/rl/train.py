@@ -17,8 +17,10 @@ The out-of-sample test is ``perptrader rl eval`` on a later window.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,9 +56,11 @@ Log = Callable[[str], None]
 
 
 def fit_quick_models(data: MLFrame, fit_rows: np.ndarray, kwargs_by_kind: dict[str, dict],
-                     *, name: str, log: Log) -> dict[str, tuple[Any, dict[str, Any]]]:
+                     *, name: str, log: Log, registered: list[Path] | None = None
+                     ) -> dict[str, tuple[Any, dict[str, Any]]]:
     """Fit and register the three quick models on ``fit_rows`` (last 15% of their
-    labelled rows for early stopping, the ``horizon`` rows before it purged)."""
+    labelled rows for early stopping, the ``horizon`` rows before it purged); their
+    version folders are appended to ``registered`` (removed if the agent then fails)."""
     from perptrader.ml.models import make_model
     from perptrader.ml.registry import register, show
 
@@ -76,11 +80,13 @@ def fit_quick_models(data: MLFrame, fit_rows: np.ndarray, kwargs_by_kind: dict[s
         model = make_model(kind, **kwargs)
         model.fit(data, train, valid)
         reg_name = f"{name}-{kind}"
-        register(reg_name, model, data=sub,
+        folder = register(reg_name, model, data=sub,
                  summary={"warnings": ["quick model fitted for an RL agent's state; no "
                                        "walk-forward was run"]},
                  spec={"fit": "rl quick model", "train_rows": len(train),
                        "valid_rows": len(valid)}, model_kwargs=kwargs)
+        if registered is not None:
+            registered.append(folder)
         manifest = show(reg_name)
         out[role] = (model, manifest)
         log(f"  quick {kind}: {len(train):,} train / {len(valid):,} valid rows, "
@@ -105,7 +111,12 @@ def train_agent(store: MarketStore, *, symbol: str, timeframe: str, agent: str, 
         raise PerptraderError("model_share must be in (0, 1) and valid_share in (0, 0.5)")
     reward = reward or RewardConfig()
     settings = settings or PPOSettings()
+    rollout = settings.n_envs * settings.n_steps
+    if timesteps < rollout:
+        raise PerptraderError(f"--timesteps {timesteps} is less than one rollout "
+                              f"({settings.n_envs} envs x {settings.n_steps} steps = {rollout})")
     t0 = time.perf_counter()
+    registered: list[Path] = []
     tmp, final = storage.new_agent_folder(name, overwrite=overwrite)
     try:
         families = model_families(models, timeframe) if models else None
@@ -120,7 +131,8 @@ def train_agent(store: MarketStore, *, symbol: str, timeframe: str, agent: str, 
         else:
             split = int(len(data) * model_share)
             loaded = fit_quick_models(data, np.arange(split, dtype=np.int64),
-                                      quick_kwargs or {}, name=name, log=log)
+                                      quick_kwargs or {}, name=name, log=log,
+                                      registered=registered)
             first_rl = data.index[min(split + data.horizon, len(data) - 1)]
             fit_info = {"source": "quick", "first_bar": str(data.index[0]),
                         "last_bar": str(data.index[split - 1])}
@@ -186,8 +198,8 @@ def train_agent(store: MarketStore, *, symbol: str, timeframe: str, agent: str, 
         storage.write_json(tmp / storage.MANIFEST, manifest)
         storage.commit_agent(tmp, final)
     except BaseException:
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
+        # nothing half-made stays behind: neither the agent nor its quick models
+        for folder in [tmp, *registered]:
+            shutil.rmtree(folder, ignore_errors=True)
         raise
     return storage.read_manifest(name)

@@ -44,10 +44,12 @@ def select_device(spec: str = "auto") -> torch.device:
 
 
 def prepare_device(device: torch.device, threads: int | None = None) -> None:
-    """On CPU use ``threads`` torch threads, every core when None (torch defaults to
-    fewer on some builds)."""
+    """On CPU use ``threads`` torch threads, every core this process may run on when
+    None (torch defaults to fewer on some builds; ``os.cpu_count`` ignores CPU affinity)."""
     if device.type == "cpu":
-        torch.set_num_threads(threads or os.cpu_count() or 1)
+        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+            os.cpu_count()
+        torch.set_num_threads(threads or usable or 1)
 
 
 @dataclass
