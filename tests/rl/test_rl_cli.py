@@ -157,6 +157,11 @@ def test_train_writes_the_agent_folder(trained: Trained, agent_dir: Path) -> Non
     assert spec.columns == trained.manifest["state"]["columns"]
     assert {"gbdt", "pattern", "indicator", "vsa", "market"} <= set(spec.groups)
     assert leftovers(agent_dir) == []
+    res = invoke(["rl", "list", "--json"])
+    assert res.exit_code == 0, res.output
+    listed = {a["name"]: a for a in json.loads(res.stdout)}
+    assert listed["t"]["agent"] == "ppo" and listed["t"]["timesteps"] == 4096
+    assert listed["t"]["train"] == trained.manifest["windows"]["train"]
 
 
 # ---- rl eval -------------------------------------------------------------------------------

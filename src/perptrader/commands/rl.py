@@ -123,6 +123,29 @@ def train(
               f"perptrader rl eval --name {name}")
 
 
+@app.command("list")
+def list_agents(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """The saved agents: kind, symbol, training and validation windows, models."""
+    from perptrader.rl.storage import list_agents as saved
+
+    settings()
+    agents = saved()
+    if as_json:
+        print_json(agents)
+        return
+    if not agents:
+        console.print("No agents yet: `perptrader rl train --name NAME ...`")
+        return
+    t = Table(title="RL agents")
+    for col in ("name", "agent", "symbol", "trained on", "validated to", "steps", "models"):
+        t.add_column(col)
+    for a in agents:
+        t.add_row(a["name"], a["agent"], f"{a['symbol']} {a['timeframe']}",
+                  f"{a['train'][0][:10]} → {a['train'][1][:10]}", a["valid"][1][:10],
+                  f"{a['timesteps']:,}", ", ".join(a["models"].values()))
+    console.print(t)
+
+
 def _fmt(v: Any, pct: bool = False) -> str:
     if v is None:
         return "–"

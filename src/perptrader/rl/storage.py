@@ -81,3 +81,20 @@ def read_manifest(name: str, *, root: Path | None = None) -> dict[str, Any]:
 
 def read_state(name: str, *, root: Path | None = None) -> dict[str, Any]:
     return json.loads((agent_folder(name, root=root) / STATE).read_text(encoding="utf-8"))
+
+
+def list_agents(*, root: Path | None = None) -> list[dict[str, Any]]:
+    """One summary per saved agent (name, kind, symbol, timeframe, windows, timesteps)."""
+    base = agents_root(root)
+    if not base.is_dir():
+        return []
+    out = []
+    for folder in sorted(p for p in base.iterdir() if (p / MANIFEST).is_file()):
+        m = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        out.append({"name": m["name"], "agent": m["agent"], "symbol": m["symbol"],
+                    "timeframe": m["timeframe"], "train": m["windows"]["train"],
+                    "valid": m["windows"]["valid"], "timesteps": m["timesteps"],
+                    "models": {r: f"{v['name']} v{v['version']}"
+                               for r, v in m["models"].items()},
+                    "created": m["created"], "path": str(folder)})
+    return out
