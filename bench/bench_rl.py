@@ -37,10 +37,8 @@ import argparse
 import math
 import os
 import platform
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -55,12 +53,8 @@ from perptrader.rl import EnvMarket, PerpFuturesEnv, PerpVecEnv, rl_sim_config
 from perptrader.rl import actions as ACT
 from perptrader.rl import core as C
 from perptrader.sim import Account, BarInput, SimConfig
+from real_data import SHARED, btc_1h_store, have_btc_1h
 
-SHARED = Path(os.environ.get("PERPTRADER_SHARED_DATA",
-                             Path(__file__).resolve().parents[2] / "shared" / "data"))
-FILES = ("freqtrade/binance/futures/BTC_USDT_USDT-1h-futures.feather",
-         "freqtrade/binance/futures/BTC_USDT_USDT-8h-funding_rate.feather",
-         "freqtrade/binance/futures/BTC_USDT_USDT-1h-mark.feather")
 STATE_FAMILIES = ("vsa", "momentum")
 EPISODE_BARS = 720
 TARGET_RATIO = 100.0
@@ -70,20 +64,12 @@ SYMBOL, TIMEFRAME = "BTCUSDT", "1h"
 # ---- data ---------------------------------------------------------------------------------
 def real_frame() -> pd.DataFrame | None:
     """The loader's BTCUSDT 1h frame (bars + marks + funding), None when data is absent."""
-    from perptrader.marketdata.importer import import_paths
     from perptrader.marketdata.loader import load
-    from perptrader.marketdata.sources.base import ImportHints
-    from perptrader.marketdata.store.duckdb_store import DuckDBStore
 
-    if any(not (SHARED / f).exists() for f in FILES):
+    if not have_btc_1h():
         return None
-    with tempfile.TemporaryDirectory() as tmp:
-        store = DuckDBStore(Path(tmp) / "market.duckdb")
-        store.migrate()
-        import_paths([SHARED / f for f in FILES], store, ImportHints())
-        frame = load(SYMBOL, TIMEFRAME, store=store)
-        store.close()
-    return frame
+    with btc_1h_store() as store:
+        return load(SYMBOL, TIMEFRAME, store=store)
 
 
 def synthetic_frame(n: int, seed: int = 0) -> pd.DataFrame:

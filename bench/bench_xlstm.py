@@ -20,7 +20,6 @@ import argparse
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,30 +31,17 @@ from perptrader.ml.experts import ExpertConfig, LSTMReference, XLSTMExpert
 from perptrader.ml.nn.losses import FocalLoss
 from perptrader.ml.nn.networks import count_parameters
 from perptrader.ml.nn.training import Precision, optimizer_step, prepare_device
-
-SHARED = Path(os.environ.get("PERPTRADER_SHARED_DATA",
-                             Path(__file__).resolve().parents[2] / "shared" / "data"))
-FILES = ("freqtrade/binance/futures/BTC_USDT_USDT-1h-futures.feather",
-         "freqtrade/binance/futures/BTC_USDT_USDT-8h-funding_rate.feather",
-         "freqtrade/binance/futures/BTC_USDT_USDT-1h-mark.feather")
+from real_data import SHARED, btc_1h_store, have_btc_1h
 
 
 def real_table() -> MLFrame | None:
     """The real BTCUSDT 1h ML table, or None when the files are absent."""
-    if any(not (SHARED / f).exists() for f in FILES):
+    if not have_btc_1h():
         return None
-    from perptrader.marketdata.importer import import_paths
-    from perptrader.marketdata.sources.base import ImportHints
-    from perptrader.marketdata.store.duckdb_store import DuckDBStore
     from perptrader.ml.dataset import load_ml_frame
 
-    with tempfile.TemporaryDirectory() as tmp:
-        store = DuckDBStore(Path(tmp) / "market.duckdb")
-        store.migrate()
-        import_paths([SHARED / f for f in FILES], store, ImportHints())
-        data = load_ml_frame(store, "BTCUSDT", "1h")
-        store.close()
-    return data
+    with btc_1h_store() as store:
+        return load_ml_frame(store, "BTCUSDT", "1h")
 
 
 def synthetic_table() -> MLFrame:

@@ -14,6 +14,7 @@ from rich.table import Table
 from perptrader.commands.common import (
     console,
     err_console,
+    has_perp_bars,
     print_json,
     settings,
     store_session,
@@ -267,8 +268,7 @@ def backtest_demo_stage(store: MarketStore, console: Console, out_root: Path) ->
     from perptrader.marketdata.loader import load
 
     symbol, timeframe = "BTCUSDT", "1h"
-    if not any(s.instrument.symbol == symbol and s.instrument.market == "perp"
-               and s.kind == "ohlcv" for s in store.inventory()):
+    if not has_perp_bars(store, symbol, timeframe):
         console.print(f"[yellow]No {symbol} perpetual bars stored: backtests skipped.[/yellow]")
         return
     frame = load(symbol, timeframe, store=store)

@@ -49,3 +49,10 @@ def user_errors() -> Iterator[None]:
 def print_json(data: object) -> None:
     sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
     sys.stdout.flush()
+
+
+def has_perp_bars(store: MarketStore, symbol: str, timeframe: str) -> bool:
+    """Whether ``symbol``'s perpetual ``timeframe`` bars are stored (what each demo stage
+    checks before it runs, so an empty or partial store skips it with a word)."""
+    return any(s.instrument.symbol == symbol and s.instrument.market == "perp"
+               and s.kind == "ohlcv" and s.timeframe == timeframe for s in store.inventory())

@@ -25,6 +25,7 @@ from rich.table import Table
 from perptrader.commands.common import (
     console,
     err_console,
+    has_perp_bars,
     print_json,
     settings,
     store_session,
@@ -514,8 +515,7 @@ def ml_demo_stage(store, console: Console, out_root: Path) -> None:
     import shutil
 
     symbol, timeframe = "BTCUSDT", "1h"
-    if not any(s.instrument.symbol == symbol and s.instrument.market == "perp"
-               and s.kind == "ohlcv" and s.timeframe == timeframe for s in store.inventory()):
+    if not has_perp_bars(store, symbol, timeframe):
         console.print(f"[yellow]No {symbol} {timeframe} perpetual bars stored: ML stage "
                       "skipped.[/yellow]")
         return

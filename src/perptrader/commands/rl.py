@@ -14,6 +14,7 @@ from rich.table import Table
 from perptrader.commands.common import (
     console,
     err_console,
+    has_perp_bars,
     print_json,
     settings,
     store_session,
@@ -215,8 +216,7 @@ def rl_demo_stage(store, out: Console) -> None:
     PPO agent on the fused state and the dual agent trained on 2024 (validation on its
     last 15%), both evaluated out of sample on 2025 beside the baselines."""
     symbol, timeframe = "BTCUSDT", "1h"
-    if not any(s.instrument.symbol == symbol and s.instrument.market == "perp"
-               and s.kind == "ohlcv" and s.timeframe == timeframe for s in store.inventory()):
+    if not has_perp_bars(store, symbol, timeframe):
         out.print(f"[yellow]No {symbol} {timeframe} perpetual bars stored: RL stage "
                   "skipped.[/yellow]")
         return
