@@ -274,7 +274,8 @@ TRADING_COLUMNS = (("total_return", "return", _pct), ("sharpe", "Sharpe", _num),
                    ("trades", "trades", lambda v: "–" if v is None else f"{v:,}"),
                    ("time_in_market", "in market", _pct),
                    ("fees_paid", "fees", lambda v: _num(v, 2)),
-                   ("funding_paid", "funding", lambda v: _num(v, 2)))
+                   ("funding_paid", "funding", lambda v: _num(v, 2)),
+                   ("liquidations", "liqs", lambda v: "–" if v is None else f"{v:,}"))
 
 
 def trading_table(rows: list[tuple[str, dict[str, Any]]], title: str) -> Table:

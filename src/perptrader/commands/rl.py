@@ -19,7 +19,7 @@ from perptrader.commands.common import (
     settings,
     store_session,
 )
-from perptrader.commands.ml import model_kwargs_for, parse_params
+from perptrader.commands.ml import model_kwargs_for, parse_params, trading_table
 
 app = typer.Typer(help="Reinforcement learning: train PPO agents on the fused state and "
                        "evaluate them out of sample beside the baselines.",
@@ -147,31 +147,13 @@ def list_agents(as_json: bool = typer.Option(False, "--json", help="Print JSON."
     console.print(t)
 
 
-def _fmt(v: Any, pct: bool = False) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, float):
-        return f"{v:+.1%}" if pct else f"{v:.2f}"
-    return str(v)
-
-
-def eval_table(payload: dict[str, Any]) -> Table:
-    t = Table(title=f"{payload['symbol']} {payload['timeframe']} · {payload['start'][:10]} → "
-                    f"{payload['end'][:10]} · {payload['bars']:,} bars · out of sample")
-    for col in ("run", "return", "Sharpe", "max DD", "win rate", "trades", "fees", "liqs"):
-        t.add_column(col, justify="left" if col == "run" else "right")
-    rows = [(f"rl:{payload['name']} ({payload['agent']})", payload)]
-    rows += list(payload["baselines"].items())
-    for label, m in rows:
-        t.add_row(label, _fmt(m["total_return"], True), _fmt(m["sharpe"]),
-                  _fmt(m["max_drawdown"], True), _fmt(m["win_rate"], True),
-                  _fmt(m["trades"]), _fmt(m["fees_paid"]), _fmt(m["liquidations"]))
-    return t
-
-
 def print_eval(payload: dict[str, Any], out: Console) -> None:
-    out.print(eval_table(payload))
-    dist = ", ".join(f"{k} {v:.0%}" for k, v in payload["action_distribution"].items() if v)
+    rows = [(f"rl:{payload['name']} ({payload['agent']})", payload),
+            *payload["baselines"].items()]
+    out.print(trading_table(rows, f"{payload['symbol']} {payload['timeframe']} · "
+                                  f"{payload['start'][:10]} → {payload['end'][:10]} · "
+                                  f"{payload['bars']:,} bars · out of sample"))
+    dist = ", ".join(f"{k} {v:.1%}" for k, v in payload["action_distribution"].items() if v)
     out.print(f"actions: {dist}")
     pos = payload["position_shares"]
     out.print(f"time long {pos['long']:.0%}, short {pos['short']:.0%}, flat {pos['flat']:.0%}")

@@ -31,23 +31,9 @@ from perptrader.commands.common import (
     store_session,
     user_errors,
 )
+from perptrader.commands.ml import parse_params
 
 DEFAULT_SPEC = "train=540d,test=30d"
-
-
-def parse_params(values: list[str]) -> dict[str, Any]:
-    """``k=v`` pairs; a value is read as JSON when it parses (numbers, true/false, lists),
-    else kept as a string."""
-    out: dict[str, Any] = {}
-    for item in values:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise typer.BadParameter(f"expected key=value, got {item!r}", param_hint="--param")
-        try:
-            out[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key.strip()] = raw
-    return out
 
 
 @contextmanager

@@ -19,9 +19,6 @@ from dataclasses import asdict, dataclass
 from perptrader.rl import actions as ACT
 from perptrader.rl.market import MAX_EXPOSURE
 
-_SIZE_ORDER = {ACT.LONG_05: 0.5, ACT.LONG_1: 1.0, ACT.LONG_2: 2.0, ACT.SHORT_05: 0.5,
-               ACT.SHORT_1: 1.0, ACT.SHORT_2: 2.0}
-
 
 @dataclass(frozen=True)
 class CommitteeRules:
@@ -80,9 +77,9 @@ def _decide(pattern: int, indicator: int, *, target: float, vsa_dir: float,
     if sp and si:
         if sp != si:
             return ACT.HOLD
-        return _open(sp, min(_SIZE_ORDER[pattern], _SIZE_ORDER[indicator]))
+        return _open(sp, min(abs(ACT.OPEN_SIZE[pattern]), abs(ACT.OPEN_SIZE[indicator])))
     solo = pattern if sp else (indicator if si else ACT.HOLD)
     side = _side(solo)
     if side and vsa_dir == side:
-        return _open(side, min(_SIZE_ORDER[solo], rules.solo_max_size))
+        return _open(side, min(abs(ACT.OPEN_SIZE[solo]), rules.solo_max_size))
     return ACT.HOLD

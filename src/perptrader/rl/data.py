@@ -129,18 +129,6 @@ def models_end(models: dict[str, tuple[Any, dict[str, Any]]]) -> pd.Timestamp:
     return max(pd.Timestamp(m["data"]["last_bar"]) for _, m in models.values())
 
 
-def state_rows(data: MLFrame, first: pd.Timestamp | None, last: pd.Timestamp | None = None
-               ) -> np.ndarray:
-    """Positions of the rows with ``first <= index (<= last)``."""
-    idx = data.index
-    ok = np.ones(len(idx), dtype=bool)
-    if first is not None:
-        ok &= idx >= first
-    if last is not None:
-        ok &= idx <= last
-    return np.nonzero(ok)[0].astype(np.int64)
-
-
 def build_raw(window: Window, models: dict[str, tuple[Any, dict[str, Any]]],
               rows: np.ndarray) -> pd.DataFrame:
     """The unfitted state (model outputs, VSA, market columns) at ``rows``."""

@@ -70,8 +70,10 @@ def load_agent(name: str) -> tuple[dict[str, Any], StateSpec, dict[str, Any],
 
 
 def agent_market(store: MarketStore, manifest: dict[str, Any], spec: StateSpec,
-                 start: Any, end: Any) -> tuple[EnvMarket, dict[str, Any], list[str]]:
-    """The agent's ``EnvMarket`` over ``[start, end)`` (warm-up loaded before it)."""
+                 start: Any, end: Any) -> tuple[EnvMarket, pd.DataFrame, list[str]]:
+    """The agent's ``EnvMarket`` over ``[start, end)`` (warm-up loaded before it), the
+    models' probabilities on its bars (for the model-threshold baseline) and the load's
+    warnings."""
     window = load_window(store, manifest["symbol"], manifest["timeframe"], start, end,
                          feature_set=manifest["feature_set"],
                          lookback_bars=EVAL_LOOKBACK_BARS, families=manifest["families"])
@@ -80,7 +82,7 @@ def agent_market(store: MarketStore, manifest: dict[str, Any], spec: StateSpec,
     raw = build_raw(window, models, rows)
     outputs = raw[[c for c in raw.columns if "_p_" in c]]
     market = env_market(window, raw, spec, rl_sim_config())
-    return market, {"outputs": outputs}, window.warnings
+    return market, outputs, window.warnings
 
 
 def _row(res: BacktestResult) -> dict[str, Any]:
@@ -127,12 +129,11 @@ def evaluate_agent(store: MarketStore, name: str, start: Any = None, end: Any = 
     if start <= train_end:
         warnings.append(f"the window starts at {start}, before the end of the agent's "
                         f"training/validation data ({train_end}): IN-SAMPLE figures")
-    market, extra, load_warnings = agent_market(store, manifest, spec, start, end)
+    market, outputs, load_warnings = agent_market(store, manifest, spec, start, end)
     warnings.extend(load_warnings)
     reward = RewardConfig.from_dict(manifest["reward"])
     rules = CommitteeRules(**manifest["committee"]) if manifest.get("committee") else None
     rollout = run_agent(market, policies, cols, rules=rules, reward=reward)
-    outputs = extra["outputs"]
     baselines: dict[str, Any] = {"buy_and_hold": BuyAndHold(), "always_flat": AlwaysFlat(),
                                  "random": RandomEntries()}
     role = "gbdt" if "gbdt_p_buy" in outputs.columns else next(

@@ -72,7 +72,7 @@ def run_agent(market: EnvMarket, policies: dict[str, Any], obs_columns: dict[str
     rules = rules or CommitteeRules()
     n_state = market.state.shape[1]
     dual = "ppo" not in policies
-    decisions, acts, equity, index = [], [], [], []
+    decisions, acts, equity, bars = [], [], [], []
     proposals = {"pattern": [], "indicator": []}
     done = False
     while not done:
@@ -94,15 +94,15 @@ def run_agent(market: EnvMarket, policies: dict[str, Any], obs_columns: dict[str
             action = int(a)
         obs, _, terminated, truncated, info = env.step(action)
         done = terminated or truncated
-        index.append(market.index[t])
+        bars.append(t)
         decisions.append(info["decision"])
         acts.append(action)
         equity.append(info["equity"])
-    out = Rollout(decisions=pd.Series(decisions, index=pd.DatetimeIndex(index),
-                                      name="target"),
+    at = np.asarray(bars, dtype=np.int64)
+    out = Rollout(decisions=pd.Series(decisions, index=market.index[at], name="target"),
                   actions=np.asarray(acts, dtype=np.int64),
-                  equity=pd.Series(equity, index=market.index[
-                      [market.index.get_loc(i) + 1 for i in index]], name="equity"),
+                  # the equity a decision's step ends with is marked at the next bar's close
+                  equity=pd.Series(equity, index=market.index[at + 1], name="equity"),
                   info={"trades": info["trades"], "liquidations": info["liquidations"],
                         "invalid_actions": info["invalid_actions"]})
     if dual:
