@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from perptrader import __version__
-from perptrader.commands import data, features, ml, rl
+from perptrader.commands import data, features, ml, rl, strategies
 from perptrader.commands.backtest import app as backtest_app
 from perptrader.commands.demo import demo
 from perptrader.commands.tune import tune
@@ -19,6 +19,7 @@ app = typer.Typer(
 app.add_typer(data.app, name="data")
 app.add_typer(features.app, name="features")
 app.add_typer(backtest_app, name="backtest")
+app.add_typer(strategies.app, name="strategies")
 app.command("demo")(demo)
 app.command("train")(ml.train)
 app.command("predict")(ml.predict)

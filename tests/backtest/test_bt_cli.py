@@ -70,7 +70,8 @@ def test_list_strategies() -> None:
     res = runner.invoke(app, ["backtest", "list-strategies", "--json"])
     assert res.exit_code == 0
     names = [s["name"] for s in orjson.loads(res.stdout)]
-    assert names == ["buy_and_hold", "sma_cross", "vsa", "random", "model:NAME[@VERSION]"]
+    assert names == ["buy_and_hold", "sma_cross", "vsa", "random", "always_flat", "model:NAME",
+                     "rl:NAME"]
     res = runner.invoke(app, ["backtest", "list-strategies"])
     assert "sma_cross" in res.stdout and "fast=20" in res.stdout
 

@@ -9,9 +9,9 @@ import orjson
 import pytest
 
 from perptrader.backtest.engine import run_backtest, run_portfolio
-from perptrader.backtest.strategies import get_strategy
 from perptrader.core.errors import PerptraderError
 from perptrader.sim import CostModel
+from perptrader.strategies import get_strategy
 
 
 def test_strategy_and_benchmark_on_the_same_bars(store, fill) -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from perptrader.backtest.engine import run_on_frame
-from perptrader.backtest.strategies import BASELINES, get_strategy
+from perptrader.strategies import BASELINES, get_strategy
 
 
 @pytest.mark.integration

@@ -10,7 +10,7 @@ import pandas as pd
 
 from perptrader.backtest.engine import run_backtest
 from perptrader.backtest.report import SECTIONS, monthly_returns, thin_indices, write_report
-from perptrader.backtest.strategies import get_strategy
+from perptrader.strategies import get_strategy
 
 
 def test_report_is_self_contained_with_every_section(store, fill, tmp_path: Path) -> None:

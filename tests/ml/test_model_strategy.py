@@ -8,7 +8,6 @@ import pytest
 
 from feature_frames import synthetic_frame
 from perptrader.backtest.engine import run_on_frame
-from perptrader.backtest.strategies import BuyAndHold, get_strategy
 from perptrader.core.errors import PerptraderError
 from perptrader.ml.base import CLASSES, MLFrame
 from perptrader.ml.dataset import build_ml_frame
@@ -17,6 +16,7 @@ from perptrader.ml.registry import register
 from perptrader.ml.splits import WalkForwardSpec
 from perptrader.ml.strategy import ModelStrategy, parse_model_ref
 from perptrader.ml.trading import PrecomputedTargets, oos_backtest, oos_targets, signals
+from perptrader.strategies import BuyAndHold, get_strategy
 
 
 @pytest.fixture(scope="module")

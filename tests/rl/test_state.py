@@ -16,7 +16,6 @@ import pytest
 
 from feature_frames import synthetic_frame
 from ml_frames import synthetic_ml_frame
-from perptrader.backtest.strategies.vsa import CONTEXT, LONG_EVENTS, SHORT_EVENTS, VsaStrategy
 from perptrader.ml.base import CLASSES, MLFrame
 from perptrader.rl.core import ACCOUNT_FEATURES
 from perptrader.rl.state import (
@@ -30,6 +29,7 @@ from perptrader.rl.state import (
     raw_state,
     vsa_direction,
 )
+from perptrader.strategies.vsa import CONTEXT, LONG_EVENTS, SHORT_EVENTS, VsaStrategy
 
 EMB = {"pattern": 8, "indicator": 6}
 COMPONENTS = 3

@@ -13,7 +13,6 @@ funding and fees), for the strategy and for the benchmark alike.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,17 +23,17 @@ import pandas as pd
 
 from perptrader.backtest.metrics import bar_returns, performance
 from perptrader.backtest.overfitting import DeflatedSharpe, deflated_sharpe
-from perptrader.backtest.strategies import BuyAndHold, Strategy
 from perptrader.config import Settings
 from perptrader.core.errors import PerptraderError
-from perptrader.core.instruments import Instrument
-from perptrader.core.timeframes import timeframe_delta, timeframe_ms
-from perptrader.marketdata.kinds import Kind
+from perptrader.core.jsonsafe import json_safe
+from perptrader.core.timeframes import timeframe_delta
+from perptrader.marketdata.loader import funding_events, load
 from perptrader.marketdata.store.base import MarketStore
 from perptrader.sim import CostModel, MarketData, SimConfig, SimResult, simulate
+from perptrader.sim.market import NO_FUNDING, choose_funding
+from perptrader.strategies import BuyAndHold, Policy
 
 TimeLike = datetime | str | pd.Timestamp | None
-NO_FUNDING = "none stored (not charged)"
 
 
 @dataclass
@@ -43,7 +42,7 @@ class BacktestResult:
 
     symbol: str
     timeframe: str
-    strategy: Strategy
+    strategy: Policy
     config: SimConfig
     leverage: float
     frame: pd.DataFrame
@@ -91,19 +90,6 @@ class BacktestResult:
         return json_safe(out)
 
 
-def json_safe(value: Any) -> Any:
-    """nan/inf -> None and numpy scalars -> Python, recursively (JSON has no nan)."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def summarize(result: SimResult, initial_cash: float, timeframe: str) -> dict[str, Any]:
     """The metrics dict of one simulation (see ``metrics.performance``)."""
     bars, trades, fills = result.bars, result.trades, result.fills
@@ -122,18 +108,9 @@ def summarize(result: SimResult, initial_cash: float, timeframe: str) -> dict[st
     )
 
 
-def funding_events(store: MarketStore, symbol: str, frame: pd.DataFrame,
-                   timeframe: str) -> pd.DataFrame:
-    """Stored funding settlements over the frame's span (``ts, rate, interval_hours``)."""
-    start = frame.index[0]
-    end = frame.index[-1] + timeframe_delta(timeframe) + pd.Timedelta(1, "us")
-    events = store.read(Kind.FUNDING, Instrument.parse(symbol), None, start, end)
-    return events
-
-
 def run_on_frame(
     frame: pd.DataFrame,
-    strategy: Strategy,
+    strategy: Policy,
     *,
     symbol: str,
     timeframe: str,
@@ -211,28 +188,10 @@ def flat_at_end(targets: np.ndarray, fill_delay: int) -> np.ndarray:
     return out
 
 
-def choose_funding(frame: pd.DataFrame, timeframe: str, events: pd.DataFrame | None,
-                 warnings: list[str]) -> tuple[pd.DataFrame | None, str]:
-    """Which funding the simulator gets, and a word for result.json about it."""
-    has_events = events is not None and not events.empty
-    in_frame = "funding_rate" in frame.columns and frame["funding_rate"].notna().any()
-    if has_events:
-        iv = events.get("interval_hours")
-        shortest = float(np.nanmin(iv.to_numpy(dtype=np.float64, na_value=np.nan))) \
-            if iv is not None and iv.notna().any() else 8.0
-        if timeframe_ms(timeframe) > shortest * 3_600_000 or not in_frame:
-            return events, f"stored settlement events ({len(events)})"
-    if in_frame:
-        return None, "frame columns funding_rate/funding_time (as of each bar close)"
-    warnings.append("no funding rates stored for this symbol and window: funding is NOT "
-                    "charged, so holding costs are understated")
-    return None, NO_FUNDING
-
-
 def run_backtest(
     symbol: str,
     timeframe: str,
-    strategy: Strategy,
+    strategy: Policy,
     start: TimeLike = None,
     end: TimeLike = None,
     costs: CostModel | None = None,
@@ -247,7 +206,6 @@ def run_backtest(
     """Load ``symbol``/``timeframe`` from the store and run ``strategy`` beside
     buy-and-hold (see ``run_on_frame``). ``end`` is exclusive, naive times are UTC.
     Raises PerptraderError when no bars are stored."""
-    from perptrader.marketdata.loader import load
     from perptrader.marketdata.store import using_store
 
     with using_store(store, settings) as opened:
@@ -262,7 +220,7 @@ def run_backtest(
 def run_portfolio(
     symbols: Sequence[str],
     timeframe: str,
-    strategy: Strategy,
+    strategy: Policy,
     start: TimeLike = None,
     end: TimeLike = None,
     costs: CostModel | None = None,
@@ -281,7 +239,6 @@ def run_portfolio(
     equal-weight buy-and-hold of the same symbols. Bars are aligned on the timestamps
     all symbols share (a warning says how many were dropped). ``frame`` of the result is
     the FIRST symbol's (its price is the one the report draws)."""
-    from perptrader.marketdata.loader import load
     from perptrader.marketdata.store import using_store
     from perptrader.sim import simulate_portfolio
 
@@ -332,5 +289,5 @@ def run_portfolio(
         warnings=list(dict.fromkeys(warnings)))
 
 
-__all__ = ["BacktestResult", "funding_events", "json_safe", "run_backtest", "run_on_frame",
+__all__ = ["BacktestResult", "run_backtest", "run_on_frame",
            "run_portfolio", "summarize"]

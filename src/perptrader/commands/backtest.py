@@ -20,6 +20,7 @@ from perptrader.commands.common import (
     store_session,
     user_errors,
 )
+from perptrader.commands.strategies import parse_params
 from perptrader.core.errors import PerptraderError
 from perptrader.marketdata.store import MarketStore
 
@@ -41,17 +42,6 @@ def _fmt(value: Any, kind: str) -> str:
     from perptrader.backtest.report import fmt
 
     return fmt(value, kind)
-
-
-def parse_params(items: list[str]) -> dict[str, str]:
-    """``["fast=10", "slow=30"]`` -> ``{"fast": "10", "slow": "30"}``."""
-    out: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise typer.BadParameter(f"expected key=value, got {item!r}", param_hint="--param")
-        out[key.strip()] = value.strip()
-    return out
 
 
 def results_table(rows: list[dict[str, Any]], title: str) -> Table:
@@ -142,8 +132,8 @@ def run(
     """Backtest a strategy beside buy-and-hold and write its result files and report."""
     from perptrader.backtest.artifacts import write_run
     from perptrader.backtest.engine import run_backtest, run_portfolio
-    from perptrader.backtest.strategies import get_strategy
     from perptrader.sim import CostModel
+    from perptrader.strategies import get_strategy
 
     cfg = settings()
     params = parse_params(param)
@@ -237,25 +227,10 @@ def pbo_line(pbo: dict | None) -> str:
 
 @app.command("list-strategies")
 def list_strategies(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """The strategies `backtest run --strategy` accepts, with their default parameters."""
-    from perptrader.backtest.strategies import REGISTRY, strategy_params
+    """The strategies `backtest run --strategy` accepts (same as `strategies list`)."""
+    from perptrader.commands.strategies import print_policies
 
-    items = [{"name": name, "description": desc, "params": strategy_params(name)}
-             for name, (_, desc) in REGISTRY.items()]
-    items.append({"name": "model:NAME[@VERSION]",
-                  "description": "A registered model (`perptrader models list`): long when "
-                                 "P(BUY), short when P(SELL) passes its threshold.",
-                  "params": {"buy_threshold": 0.45, "sell_threshold": 0.45}})
-    if as_json:
-        print_json(items)
-        return
-    table = Table(title="Strategies")
-    for col in ("name", "description", "parameters (defaults)"):
-        table.add_column(col, overflow="fold")
-    for it in items:
-        table.add_row(it["name"], it["description"],
-                      ", ".join(f"{k}={v}" for k, v in it["params"].items()) or "-")
-    console.print(table)
+    print_policies(as_json)
 
 
 def backtest_demo_stage(store: MarketStore, console: Console, out_root: Path) -> None:
@@ -263,9 +238,9 @@ def backtest_demo_stage(store: MarketStore, console: Console, out_root: Path) ->
     ``out_root/<strategy>/`` and print the comparison (for ``perptrader demo``).
     Says so and returns when no BTCUSDT 1h bars are stored."""
     from perptrader.backtest.artifacts import write_run
-    from perptrader.backtest.engine import funding_events, run_on_frame
-    from perptrader.backtest.strategies import BASELINES, get_strategy
-    from perptrader.marketdata.loader import load
+    from perptrader.backtest.engine import run_on_frame
+    from perptrader.marketdata.loader import funding_events, load
+    from perptrader.strategies import BASELINES, get_strategy
 
     symbol, timeframe = "BTCUSDT", "1h"
     if not has_perp_bars(store, symbol, timeframe):

@@ -10,10 +10,9 @@ and the final model (refitted on the most recent window) registered with its man
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,20 +31,14 @@ from perptrader.commands.common import (
     user_errors,
 )
 from perptrader.core.errors import PerptraderError
-
-KINDS_HELP = "gbdt|lightgbm|xgboost|catboost|xlstm-pattern|xlstm-indicator|lstm|ensemble"
-NEURAL = ("xlstm-pattern", "xlstm-indicator", "lstm")
-BOOSTED = ("lightgbm", "xgboost", "catboost")
-#: the default walk-forward of a full run and of a --quick run (when none is given)
-DEFAULT_SPEC = "train=540d,test=30d"
-QUICK_SPEC = "train=365d,test=60d,folds=2"
-
-#: small settings for demos and tests: few trees, tiny nets, few epochs
-QUICK_TREES = {"n_estimators": 30, "early_stopping_rounds": 8, "learning_rate": 0.15,
-               "progress_every": 10}
-QUICK_EXPERT = {"seq_len": 32, "d_model": 32, "n_blocks": 2, "embedding_dim": 16,
-                "max_epochs": 2, "patience": 2, "batch_size": 128, "train_stride": 4,
-                "warmup_steps": 10}
+from perptrader.ml.pipeline import (
+    DEFAULT_SPEC,
+    KINDS_HELP,
+    QUICK_SPEC,
+    load_training_data,
+    model_kwargs_for,
+    train_and_register,
+)
 
 models_app = typer.Typer(help="The model registry: list and inspect registered models.",
                          no_args_is_help=True)
@@ -65,42 +58,6 @@ def parse_params(items: list[str] | None) -> dict[str, Any]:
             out[key.strip()] = json.loads(value)
         except ValueError:
             out[key.strip()] = value
-    return out
-
-
-def model_kwargs_for(kind: str, *, quick: bool = False, epochs: int | None = None,
-                     params: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``make_model`` kwargs of ``kind`` for a full or a ``--quick`` run; ``epochs`` caps
-    the neural experts' epochs; ``params`` (``--param``, e.g. what ``perptrader tune``
-    found) override: keys of ``ExpertConfig`` go to the neural experts, the rest to the
-    gradient-boosting library. JSON-able (they go into the manifest)."""
-    from dataclasses import fields
-
-    from perptrader.ml.experts import ExpertConfig
-    from perptrader.ml.models import KINDS
-
-    if kind not in KINDS:
-        raise typer.BadParameter(f"unknown model {kind!r}; one of {KINDS_HELP}",
-                                 param_hint="--model")
-    expert_keys = {f.name for f in fields(ExpertConfig)}
-    expert: dict[str, Any] = dict(QUICK_EXPERT) if quick else {}
-    trees = dict(QUICK_TREES) if quick else {}
-    for key, value in (params or {}).items():
-        (expert if key in expert_keys else trees)[key] = value
-    if epochs is not None:
-        expert["max_epochs"] = epochs
-    if kind in BOOSTED:
-        return {"params": trees} if trees else {}
-    if kind == "gbdt":
-        return {"params": {k: dict(trees) for k in BOOSTED}} if trees else {}
-    if kind in NEURAL:
-        return {"config": expert} if expert else {}
-    # ensemble: the GBDT ensemble and both experts, each with the settings above
-    out: dict[str, Any] = {}
-    if trees:
-        out["member_kwargs"] = {"gbdt": {"params": {k: dict(trees) for k in BOOSTED}}}
-    if expert:
-        out["config"] = expert
     return out
 
 
@@ -143,90 +100,9 @@ def train_progress(label: str, enabled: bool) -> Iterator[TrainProgress | None]:
         yield TrainProgress(bar, label)
 
 
-def _load(store, symbol: str, timeframe: str, start: str | None, end: str | None,
-          feature_set: str):
-    """(MLFrame, loader bars, funding events) of one symbol/timeframe."""
-    from perptrader.backtest.engine import funding_events
-    from perptrader.features.inputs import load_inputs
-    from perptrader.features.sets import get_set
-    from perptrader.ml.dataset import build_ml_frame
-
-    try:
-        fs = get_set(feature_set)
-    except KeyError as exc:
-        raise PerptraderError(str(exc.args[0])) from None
-    bars, ctx = load_inputs(store, symbol, timeframe, fs, start, end)
-    try:
-        data = build_ml_frame(bars, symbol=symbol, timeframe=timeframe,
-                              feature_set=feature_set, ctx=ctx)
-    except ValueError as exc:
-        raise PerptraderError(f"{symbol} {timeframe}: {exc}") from None
-    return data, bars, funding_events(store, symbol, bars, timeframe)
-
-
-def train_and_register(store, *, symbol: str, timeframe: str, kind: str, name: str,
-                       spec_text: str, model_kwargs: dict[str, Any], start: str | None = None,
-                       end: str | None = None, feature_set: str = "default",
-                       calibrate: bool = False, show_progress: bool = True,
-                       loaded: tuple | None = None) -> dict[str, Any]:
-    """Walk-forward, trading evaluation, report, registration; returns the JSON payload
-    of ``train --json`` (see ``train_payload``). ``loaded`` reuses ``_load``'s output."""
-    from perptrader.ml.registry import register
-    from perptrader.ml.report import write_ml_report
-    from perptrader.ml.splits import WalkForwardSpec
-    from perptrader.ml.trading import oos_backtest
-    from perptrader.ml.walkforward import run_walk_forward
-
-    try:
-        spec = WalkForwardSpec.parse(spec_text)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--walk-forward") from None
-    data, bars, events = loaded or _load(store, symbol, timeframe, start, end, feature_set)
-    t0 = time.perf_counter()
-    with train_progress(f"{name} ({kind})", show_progress) as progress:
-        try:
-            wf = run_walk_forward(data, kind, spec, model_kwargs=model_kwargs,
-                                  calibrate=calibrate, progress=progress)
-        except ValueError as exc:  # too little data for the spec, no labelled rows ...
-            raise PerptraderError(f"{name}: {exc}") from None
-    seconds = time.perf_counter() - t0
-    summary = wf.summary
-    summary["trading"] = oos_backtest(data, bars, wf.oos_proba, funding=events)
-    summary["seconds"] = round(seconds, 1)
-    with tempfile.TemporaryDirectory() as tmp:
-        report = write_ml_report(Path(tmp) / "report.html", summary, wf.histories)
-        folder = register(name, wf.final_model, data=data, summary=summary, spec=spec,
-                          model_kwargs=model_kwargs, report_path=report)
-    return train_payload(summary, name=name, folder=folder)
-
-
-def _brief(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {k: metrics.get(k) for k in ("macro_f1", "accuracy", "prediction_distribution",
-                                        "log_loss", "ece", "n")}
-
-
-def train_payload(summary: dict[str, Any], *, name: str, folder: Path) -> dict[str, Any]:
-    """The ``train --json`` object: OOS figures at the top level, per-fold figures, the
-    same figures for each baseline, the trading row beside buy-and-hold, warnings."""
-    from perptrader.ml.registry import jsonable
-
-    folds = [{"index": f["index"], "train": f["train"], "test": f["test"],
-              "n_train": f["n_train"], "n_test": f["n_test"], **_brief(f["metrics"]),
-              "baselines": {b: _brief(m) for b, m in f["baselines"].items()}}
-             for f in summary["folds"]]
-    return jsonable({
-        "model": summary["model"], "name": name, "version": int(folder.name),
-        "symbol": summary["symbol"], "timeframe": summary["timeframe"],
-        "feature_set": summary["feature_set"], "feature_hash": summary["feature_hash"],
-        **_brief(summary["oos"]),
-        "folds": folds,
-        "baselines": {b: _brief(m) for b, m in summary["baselines"].items()},
-        "trading": summary.get("trading"),
-        "warnings": summary.get("warnings", []),
-        "seconds": summary.get("seconds"),
-        "path": str(folder),
-        "report": str(folder / "report.html"),
-    })
+def bars_on_stderr(label: str) -> AbstractContextManager[TrainProgress | None]:
+    """The pipeline's ``progress`` hook: Rich bars on stderr."""
+    return train_progress(label, True)
 
 
 def _pct(v: Any) -> str:
@@ -339,14 +215,19 @@ def train(
     from perptrader.ml.registry import check_name
 
     cfg = settings()
-    kwargs = model_kwargs_for(model, quick=quick, epochs=epochs, params=parse_params(param))
+    try:
+        kwargs = model_kwargs_for(model, quick=quick, epochs=epochs,
+                                  params=parse_params(param))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--model") from None
     spec_text = walk_forward or (QUICK_SPEC if quick else DEFAULT_SPEC)
     with store_session(cfg) as store:
         check_name(name)
         payload = train_and_register(store, symbol=symbol, timeframe=timeframe, kind=model,
                                      name=name, spec_text=spec_text, model_kwargs=kwargs,
                                      start=start, end=end, feature_set=feature_set,
-                                     calibrate=calibrate, show_progress=not as_json)
+                                     calibrate=calibrate,
+                                     progress=None if as_json else bars_on_stderr)
     if as_json:
         print_json(payload)
         for w in payload["warnings"]:
@@ -384,7 +265,8 @@ def predict(
     cfg = settings()
     with store_session(cfg) as store:
         manifest = show(model, version)
-        data, _, _ = _load(store, symbol, timeframe, start, end, manifest["feature_set"])
+        data, _, _ = load_training_data(store, symbol, timeframe, start, end,
+                                        manifest["feature_set"])
         clf, manifest = load_registered(model, manifest["version"], data=data)
         # sequence experts need seq_len - 1 bars of features first: those rows are left out
         rows = predictable_rows(clf, data, np.arange(len(data), dtype=np.int64))
@@ -521,7 +403,7 @@ def ml_demo_stage(store, console: Console, out_root: Path) -> None:
                       "skipped.[/yellow]")
         return
     t0 = time.perf_counter()
-    loaded = _load(store, symbol, timeframe, None, None, "default")
+    loaded = load_training_data(store, symbol, timeframe, None, None, "default")
     data = loaded[0]
     console.print(f"ML research table {symbol} {timeframe}: {len(data):,} rows × "
                   f"{len(data.features)} features (hash {data.meta.get('feature_hash')}); "
@@ -533,7 +415,7 @@ def ml_demo_stage(store, console: Console, out_root: Path) -> None:
         t1 = time.perf_counter()
         payload = train_and_register(store, symbol=symbol, timeframe=timeframe, kind=kind,
                                      name=name, spec_text=DEMO_SPEC, model_kwargs=kwargs,
-                                     loaded=loaded)
+                                     loaded=loaded, progress=bars_on_stderr)
         report = out_root / f"{name}.html"
         shutil.copyfile(payload["report"], report)
         payloads.append(payload)
@@ -556,5 +438,4 @@ def ml_demo_stage(store, console: Console, out_root: Path) -> None:
                   f"`perptrader backtest run --strategy model:demo-gbdt ...`)")
 
 
-__all__ = ["ml_demo_stage", "model_kwargs_for", "models_app", "predict", "train",
-           "train_and_register"]
+__all__ = ["ml_demo_stage", "models_app", "predict", "train"]

@@ -19,7 +19,8 @@ from perptrader.commands.common import (
     settings,
     store_session,
 )
-from perptrader.commands.ml import model_kwargs_for, parse_params, trading_table
+from perptrader.commands.ml import parse_params, trading_table
+from perptrader.ml.pipeline import model_kwargs_for
 
 app = typer.Typer(help="Reinforcement learning: train PPO agents on the fused state and "
                        "evaluate them out of sample beside the baselines.",

@@ -301,4 +301,13 @@ def _utc(value: object) -> pd.Timestamp | None:
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
-__all__ = ["LOOKBACK", "STALE_STEPS", "load"]
+def funding_events(store: MarketStore, symbol: str, frame: pd.DataFrame,
+                   timeframe: str) -> pd.DataFrame:
+    """Stored funding settlements over the frame's span (``ts, rate, interval_hours``)."""
+    start = frame.index[0]
+    end = frame.index[-1] + timeframe_delta(timeframe) + pd.Timedelta(1, "us")
+    events = store.read(Kind.FUNDING, Instrument.parse(symbol), None, start, end)
+    return events
+
+
+__all__ = ["LOOKBACK", "STALE_STEPS", "funding_events", "load"]

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import re
 import shutil
@@ -33,6 +32,7 @@ import numpy as np
 
 from perptrader import __version__
 from perptrader.core.errors import PerptraderError
+from perptrader.core.jsonsafe import json_safe
 from perptrader.ml.base import Classifier, MLFrame
 
 MANIFEST = "manifest.json"
@@ -67,28 +67,6 @@ def versions(name: str, *, root: Path | None = None) -> list[int]:
                   if p.is_dir() and p.name.isdigit() and (p / MANIFEST).is_file())
 
 
-def jsonable(value: Any) -> Any:
-    """Manifest values to plain JSON: numpy scalars/arrays, dataclasses (model configs),
-    paths, tuples; non-finite floats become None (JSON has no NaN)."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {"__class__": type(value).__name__, **jsonable(dataclasses.asdict(value))}
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
-    return repr(value)
-
-
 def git_commit() -> str | None:
     """The checked-out commit of the source tree, or None outside a git checkout."""
     try:
@@ -114,7 +92,7 @@ def build_manifest(name: str, version: int, model: Classifier, *, data: MLFrame,
     meta = data.meta
     idx = data.index
     folds = summary.get("folds") or []
-    return jsonable({
+    return json_safe({
         "name": name,
         "version": version,
         "kind": model.kind,

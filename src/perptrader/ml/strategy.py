@@ -20,6 +20,7 @@ honest out-of-sample trading figures are the walk-forward's (``ml.trading``, pri
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,7 +123,7 @@ class ModelStrategy:
         return sig.reindex(frame.index).fillna(0.0).to_numpy(dtype=np.float64)
 
 
-def model_strategy(name: str, params: dict[str, Any] | None = None) -> ModelStrategy:
+def model_strategy(name: str, params: Mapping[str, object] | None = None) -> ModelStrategy:
     """``get_strategy("model:NAME[@VERSION]", params)``: params buy_threshold,
     sell_threshold (CLI strings accepted). Raises ValueError on unknown parameters."""
     model, version = parse_model_ref(name)
@@ -134,3 +135,11 @@ def model_strategy(name: str, params: dict[str, Any] | None = None) -> ModelStra
                          f"{sorted(known)}")
     kwargs = {k: float(str(v)) for k, v in params.items()}
     return ModelStrategy(model, version, **kwargs)
+
+
+def register() -> None:
+    """Entry point (``perptrader.policies``): ``model:NAME[@VERSION]`` resolves here."""
+    from perptrader.strategies.registry import register_prefix
+
+    register_prefix(PREFIX, model_strategy, "a registered ML model: long/short when "
+                    "P(BUY)/P(SELL) >= buy_threshold/sell_threshold (model:NAME[@VERSION])")

@@ -12,7 +12,6 @@ trades on a bar it was trained on.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -20,6 +19,7 @@ import pandas as pd
 
 from perptrader.core.errors import PerptraderError
 from perptrader.ml.base import CLASSES, MLFrame
+from perptrader.strategies.precomputed import PrecomputedTargets
 
 #: the metrics a trading row shows (keys of ``backtest.metrics.performance``)
 TRADING_KEYS = ("total_return", "annual_return", "sharpe", "sortino", "max_drawdown",
@@ -45,32 +45,6 @@ def signals(proba: np.ndarray, buy_threshold: float = 0.45,
     out[(buy >= buy_threshold) & (buy > sell)] = 1.0
     out[(sell >= sell_threshold) & (sell > buy)] = -1.0
     return out
-
-
-@dataclass(frozen=True)
-class PrecomputedTargets:
-    """A backtest Strategy replaying targets decided elsewhere, matched by timestamp.
-
-    The targets are per bar open time, so truncating the frame keeps every earlier
-    target unchanged (the Strategy protocol's no-look-ahead property); a bar without a
-    target is flat.
-    """
-
-    by_time: pd.Series = field(repr=False)
-    label: str = "model_oos"
-    settings: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def name(self) -> str:
-        return self.label
-
-    @property
-    def params(self) -> dict[str, Any]:
-        return dict(self.settings)
-
-    def targets(self, frame: pd.DataFrame) -> np.ndarray:
-        values = self.by_time.reindex(frame.index)
-        return values.fillna(0.0).to_numpy(dtype=np.float64)
 
 
 def oos_targets(oos_proba: pd.DataFrame, buy_threshold: float = 0.45,
@@ -116,7 +90,7 @@ def oos_backtest(data: MLFrame, bars: pd.DataFrame, oos_proba: pd.DataFrame, *,
     """The model's OOS trading figures beside buy-and-hold on the same bars and costs:
     {"model": {...}, "buy_and_hold": {...}, "first_bar", "last_bar", "bars",
     "buy_threshold", "sell_threshold", "leverage", "funding", "warnings"}."""
-    from perptrader.backtest.engine import json_safe
+    from perptrader.core.jsonsafe import json_safe
 
     res = oos_backtest_result(data, bars, oos_proba, buy_threshold=buy_threshold,
                               sell_threshold=sell_threshold, costs=costs, leverage=leverage,

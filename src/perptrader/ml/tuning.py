@@ -44,6 +44,7 @@ import numpy as np
 import optuna
 
 from perptrader.core.errors import PerptraderError
+from perptrader.core.jsonsafe import json_safe
 from perptrader.ml.base import MLFrame, Progress
 
 METRIC = "macro_f1"
@@ -272,7 +273,7 @@ def make_objective(data: MLFrame, kind: str, spec: Any, *, folds: int = 1, k: in
         "label": data.label, "horizon": data.horizon,
         "walk_forward": _spec_dict(spec), "folds": folds, "k": k, "windows": windows,
         # thread counts and logging cadence do not change the objective's values
-        "fixed": _jsonable({k: v for k, v in (fixed or {}).items() if k not in NEUTRAL}),
+        "fixed": json_safe({k: v for k, v in (fixed or {}).items() if k not in NEUTRAL}),
     }
     clean_from = str(data.index[all_folds[folds - 1].test[0]])
     return Objective(kind, tuple(steps), dict(fixed or {}), describe, clean_from)
@@ -280,13 +281,9 @@ def make_objective(data: MLFrame, kind: str, spec: Any, *, folds: int = 1, k: in
 
 def _spec_dict(spec: Any) -> dict[str, Any]:
     try:
-        return _jsonable(asdict(spec))
+        return json_safe(asdict(spec))
     except TypeError:
         return {"spec": str(spec)}
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
 
 
 # -------------------------------------------------------------------------- storage
@@ -447,8 +444,8 @@ def summarize(study: optuna.Study, objective: Objective, url: str, run_id: str, 
         "best_value": float(best.value),
         "best_params": dict(best.params),
         "best_trial": best.number,
-        "fixed": _jsonable(objective.fixed),
-        "train_params": _jsonable({**objective.fixed, **best.params}),
+        "fixed": json_safe(objective.fixed),
+        "train_params": json_safe({**objective.fixed, **best.params}),
         "n_trials": len(mine),
         "n_complete": sum(t.state == state.COMPLETE for t in mine),
         "n_pruned": sum(t.state == state.PRUNED for t in mine),

@@ -52,9 +52,9 @@ def load_window(store: MarketStore, symbol: str, timeframe: str, start: Any, end
     """Bars, features and labels of ``[start - lookback_bars, end)``; ``families``
     restricts the feature build to what the agent's models were trained on (a window
     with other data coverage would otherwise plan other families)."""
-    from perptrader.backtest.engine import choose_funding, funding_events
-    from perptrader.marketdata.loader import load
+    from perptrader.marketdata.loader import funding_events, load
     from perptrader.ml.dataset import load_ml_frame
+    from perptrader.sim.market import choose_funding
 
     first = None if start is None else utc(start)
     if first is not None and lookback_bars:

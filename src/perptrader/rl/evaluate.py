@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from perptrader.backtest.engine import BacktestResult, json_safe, run_on_frame
-from perptrader.backtest.strategies import BuyAndHold, RandomEntries
+from perptrader.backtest.engine import BacktestResult, run_on_frame
+from perptrader.core.jsonsafe import json_safe
 from perptrader.core.timeframes import timeframe_delta
 from perptrader.marketdata.store.base import MarketStore
 from perptrader.ml.base import CLASSES
-from perptrader.ml.trading import PrecomputedTargets, signals
+from perptrader.ml.trading import signals
 from perptrader.rl import storage
 from perptrader.rl.agents import load_policy
 from perptrader.rl.committee import CommitteeRules
@@ -39,22 +39,10 @@ from perptrader.rl.market import EnvMarket, rl_sim_config
 from perptrader.rl.reward import RewardConfig
 from perptrader.rl.rollout import Rollout, collapse, run_agent
 from perptrader.rl.state import StateSpec
+from perptrader.strategies import AlwaysFlat, BuyAndHold, PrecomputedTargets, RandomEntries
 
 HEADLINE = ("total_return", "sharpe", "sortino", "max_drawdown", "win_rate", "trades",
             "fees_paid", "funding_paid", "liquidations", "time_in_market")
-
-
-class AlwaysFlat:
-    """Never trades: the zero line every agent must beat after costs."""
-
-    name = "always_flat"
-
-    @property
-    def params(self) -> dict[str, Any]:
-        return {}
-
-    def targets(self, frame: pd.DataFrame) -> np.ndarray:
-        return np.zeros(len(frame))
 
 
 def load_agent(name: str) -> tuple[dict[str, Any], StateSpec, dict[str, Any],

@@ -76,7 +76,7 @@ class EnvMarket:
               conflict: np.ndarray | None = None) -> EnvMarket:
         """``frame``: loader bars (OHLC, marks, funding columns); ``state``: the market
         state on the same index. ``funding``: stored settlement events, as the
-        backtester would pass them (``backtest.engine.funding_events``)."""
+        backtester would pass them (``marketdata.loader.funding_events``)."""
         if config.fill_delay != 1:
             raise PerptraderError("the RL environment decides at a close and fills at the "
                                   "next open: fill_delay must be 1")

@@ -209,7 +209,7 @@ def apply_state(raw: pd.DataFrame, spec: StateSpec) -> pd.DataFrame:
 def vsa_direction(data: MLFrame, index: pd.DatetimeIndex) -> np.ndarray:
     """+1 / -1 where the ``vsa`` strategy's long / short entry event fires (with its
     trend context) at the bar's close, else 0."""
-    from perptrader.backtest.strategies.vsa import VsaStrategy
+    from perptrader.strategies.vsa import VsaStrategy
 
     long_, short = VsaStrategy().signals(data.frame)
     d = pd.Series(long_.astype(np.float64) - short.astype(np.float64), index=data.frame.index)

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from perptrader.core.errors import PerptraderError
-from perptrader.ml.registry import check_name, jsonable
+from perptrader.core.jsonsafe import json_safe
+from perptrader.ml.registry import check_name
 
 MANIFEST = "manifest.json"
 STATE = "state.json"
@@ -63,7 +64,7 @@ def commit_agent(tmp: Path, final: Path) -> Path:
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.write_text(json.dumps(jsonable(payload), indent=2), encoding="utf-8")
+    path.write_text(json.dumps(json_safe(payload), indent=2), encoding="utf-8")
 
 
 def read_manifest(name: str, *, root: Path | None = None) -> dict[str, Any]:

@@ -8,6 +8,7 @@ window) are flat. For out-of-sample figures beside the baselines use ``rl eval``
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,10 +64,18 @@ class RLStrategy:
         return rollout.decisions.reindex(frame.index).fillna(0.0).to_numpy(np.float64)
 
 
-def rl_strategy(name: str, params: dict[str, Any] | None = None) -> RLStrategy:
+def rl_strategy(name: str, params: Mapping[str, object] | None = None) -> RLStrategy:
     agent = name[len(PREFIX):]
     if not agent:
         raise ValueError(f"rl strategy {name!r}: expected rl:NAME")
     if params:
         raise ValueError(f"strategy {name!r} takes no parameters, got {sorted(params)}")
     return RLStrategy(agent)
+
+
+def register() -> None:
+    """Entry point (``perptrader.policies``): ``rl:NAME`` resolves here."""
+    from perptrader.strategies.registry import register_prefix
+
+    register_prefix(PREFIX, rl_strategy, "a trained RL agent on its 2x-margin account "
+                    "(rl:NAME)")

@@ -324,5 +324,31 @@ def _due_from_series(funding: pd.DataFrame, open_ns: np.ndarray, close_ns: np.nd
     return funding_due_from_series(open_ns, close_ns, settle, rate)
 
 
-__all__ = ["BarInput", "MarketData", "funding_due_from_series", "funding_due_from_times",
-           "intrabar_order", "vol_slippage_scale"]
+#: the funding source word when nothing is stored (funding is then not charged)
+NO_FUNDING = "none stored (not charged)"
+
+
+def choose_funding(frame: pd.DataFrame, timeframe: str, events: pd.DataFrame | None,
+                   warnings: list[str]) -> tuple[pd.DataFrame | None, str]:
+    """Which funding the simulator gets, and a word for result.json about it.
+
+    The stored settlement events when a bar is longer than the shortest funding interval
+    (the frame's as-of columns then cannot show every settlement) or the frame has none;
+    else the frame's columns. ``NO_FUNDING`` (and a warning) when neither exists."""
+    has_events = events is not None and not events.empty
+    in_frame = "funding_rate" in frame.columns and frame["funding_rate"].notna().any()
+    if has_events:
+        iv = events.get("interval_hours")
+        shortest = float(np.nanmin(iv.to_numpy(dtype=np.float64, na_value=np.nan))) \
+            if iv is not None and iv.notna().any() else 8.0
+        if timeframe_ms(timeframe) > shortest * 3_600_000 or not in_frame:
+            return events, f"stored settlement events ({len(events)})"
+    if in_frame:
+        return None, "frame columns funding_rate/funding_time (as of each bar close)"
+    warnings.append("no funding rates stored for this symbol and window: funding is NOT "
+                    "charged, so holding costs are understated")
+    return None, NO_FUNDING
+
+
+__all__ = ["NO_FUNDING", "BarInput", "MarketData", "choose_funding", "funding_due_from_series",
+           "funding_due_from_times", "intrabar_order", "vol_slippage_scale"]

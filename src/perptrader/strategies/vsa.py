@@ -14,13 +14,14 @@ close), imported when first used so that the other strategies do not need it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from perptrader.backtest.strategies.hold import hold_positions
+from perptrader.strategies.base import AccountView, PolicyBase
+from perptrader.strategies.hold import hold_positions, hold_step
 
 LONG_EVENTS = ("selling_climax", "no_supply", "test")
 SHORT_EVENTS = ("buying_climax", "upthrust", "no_demand")
@@ -29,12 +30,21 @@ CONTEXT = {"selling_climax": -1, "no_supply": 1, "test": 1,
            "buying_climax": 1, "upthrust": 1, "no_demand": -1}
 
 
+#: rows of recent bars the per-bar path recomputes VSA on (a multiple of the longest
+#: VSA window: beyond its windows a VSA value no longer depends on where data starts)
+WINDOW_FACTOR = 8
+
+
 @dataclass(frozen=True)
-class VsaStrategy:
+class VsaStrategy(PolicyBase):
     hold_bars: int = 24
     context: bool = True
     long_only: bool = False
     name = "vsa"
+    #: per-bar state (last bar seen, position, bars left): lets ``decide`` do one bar's
+    #: work instead of the whole history; rebuilt from ``bars`` whenever it is stale
+    _live: dict[str, Any] = field(default_factory=dict, init=False, repr=False,
+                                  compare=False)
 
     def __post_init__(self) -> None:
         if self.hold_bars < 1:
@@ -44,6 +54,12 @@ class VsaStrategy:
     def params(self) -> dict[str, Any]:
         return {"hold_bars": self.hold_bars, "context": self.context,
                 "long_only": self.long_only}
+
+    @property
+    def warmup_bars(self) -> int:
+        from perptrader.features.vsa import vsa_specs
+
+        return max(spec.warmup for spec in vsa_specs())
 
     def signals(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """(long, short) entry events per bar."""
@@ -76,3 +92,21 @@ class VsaStrategy:
         if self.long_only:
             out = np.maximum(out, 0.0)
         return out
+
+    def decide(self, bars: pd.DataFrame, account: AccountView) -> float:
+        """The batch target of the last bar, from the VSA of the recent window and the
+        hold state carried from the previous call (rebuilt from all ``bars`` when the
+        previous call was not for the bar before this one)."""
+        live = self._live
+        if len(bars) >= 2 and live.get("ts") == bars.index[-2]:
+            window = bars.iloc[-max(WINDOW_FACTOR * self.warmup_bars, 2):]
+            long_sig, short_sig = self.signals(window)
+            pos, left, target = hold_step(live["pos"], live["left"], bool(long_sig[-1]),
+                                          bool(short_sig[-1]), self.hold_bars)
+        else:
+            long_sig, short_sig = self.signals(bars)
+            pos, left = 0.0, 0
+            for lg, sh in zip(long_sig, short_sig, strict=True):
+                pos, left, target = hold_step(pos, left, bool(lg), bool(sh), self.hold_bars)
+        live.update(ts=bars.index[-1], pos=pos, left=left)
+        return max(target, 0.0) if self.long_only else float(target)

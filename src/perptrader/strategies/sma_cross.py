@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import talib
 
-from perptrader.backtest.strategies.base import close_prices
+from perptrader.strategies.base import PolicyBase, close_prices
 
 
 @dataclass(frozen=True)
-class SmaCross:
+class SmaCross(PolicyBase):
     fast: int = 20
     slow: int = 50
     long_only: bool = False
@@ -28,6 +28,10 @@ class SmaCross:
     @property
     def params(self) -> dict[str, Any]:
         return {"fast": self.fast, "slow": self.slow, "long_only": self.long_only}
+
+    @property
+    def warmup_bars(self) -> int:
+        return self.slow
 
     def targets(self, frame: pd.DataFrame) -> np.ndarray:
         """+1 / -1 (0 when long_only) by the sign of SMA(fast) - SMA(slow); flat (0)

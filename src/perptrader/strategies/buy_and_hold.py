@@ -9,9 +9,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from perptrader.strategies.base import AccountView, PolicyBase
+
 
 @dataclass(frozen=True)
-class BuyAndHold:
+class BuyAndHold(PolicyBase):
     name = "buy_and_hold"
 
     @property
@@ -20,3 +22,6 @@ class BuyAndHold:
 
     def targets(self, frame: pd.DataFrame) -> np.ndarray:
         return np.ones(len(frame), dtype=np.float64)
+
+    def decide(self, bars: pd.DataFrame, account: AccountView) -> float:
+        return 1.0

@@ -6,26 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from perptrader.backtest.strategies import (
+from perptrader.strategies import (
     BASELINES,
     REGISTRY,
-    Strategy,
+    Policy,
     get_strategy,
     strategy_params,
 )
-from perptrader.backtest.strategies.hold import hold_positions
-
-
-def ohlcv(n: int = 600, seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
-    open_ = np.r_[100.0, close[:-1]]
-    spread = np.abs(rng.normal(0, 0.006, n)) * close
-    idx = pd.date_range("2024-01-01", periods=n, freq="1h", tz="UTC", name="ts")
-    return pd.DataFrame({
-        "open": open_, "high": np.maximum(open_, close) + spread,
-        "low": np.minimum(open_, close) - spread, "close": close,
-        "volume": rng.lognormal(7, 0.6, n)}, index=idx)
+from perptrader.strategies.hold import hold_positions
+from strategies.policy_frames import ohlcv
 
 
 def _vsa_available() -> bool:
@@ -40,9 +29,9 @@ NAMES = [n for n in BASELINES if n != "vsa" or _vsa_available()]
 
 
 def test_registry_holds_the_four_baselines() -> None:
-    assert set(BASELINES) == set(REGISTRY)
+    assert set(BASELINES) | {"always_flat"} == set(REGISTRY)
     for name in BASELINES:
-        assert isinstance(REGISTRY[name][0](), Strategy)
+        assert isinstance(REGISTRY[name][0](), Policy)
     assert strategy_params("sma_cross") == {"fast": 20, "slow": 50, "long_only": False}
 
 

@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 from numba import njit
 
+from perptrader.strategies.base import PolicyBase
+
 
 @njit(cache=True)
 def _random_path(u: np.ndarray, p_entry: float, p_exit: float, long_only: bool) -> np.ndarray:
@@ -29,7 +31,7 @@ def _random_path(u: np.ndarray, p_entry: float, p_exit: float, long_only: bool) 
 
 
 @dataclass(frozen=True)
-class RandomEntries:
+class RandomEntries(PolicyBase):
     seed: int = 42
     #: per-bar probability of entering when flat
     p_entry: float = 0.02
