@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from perptrader.marketdata.store.duckdb_store import DuckDBStore
@@ -62,3 +66,33 @@ def real_btc_1h_ml(real_btc_1h):
     from perptrader.ml.dataset import build_ml_frame
 
     return build_ml_frame(real_btc_1h, symbol="BTCUSDT", timeframe="1h")
+
+
+#: the PostgreSQL server of the tests (PERPTRADER_TEST_POSTGRES_URL names another one)
+PG_SERVER = os.environ.get("PERPTRADER_TEST_POSTGRES_URL",
+                           "postgresql://postgres@127.0.0.1:5432/test")
+
+@functools.cache
+def pg_unreachable() -> str | None:
+    """Why the PostgreSQL server cannot be used (None when it can); asked once."""
+    try:
+        with psycopg.connect(PG_SERVER, connect_timeout=3) as con:
+            con.execute("SELECT 1")
+    except (OSError, psycopg.Error) as exc:
+        return f"PostgreSQL not reachable at {PG_SERVER} ({str(exc).strip().splitlines()[0]}); " \
+               "start it or set PERPTRADER_TEST_POSTGRES_URL"
+    return None
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A trading-DB URL in a fresh schema of the test server (dropped afterwards)."""
+    reason = pg_unreachable()
+    if reason:
+        pytest.skip(reason)
+    schema = f"pt_test_{uuid.uuid4().hex[:12]}"
+    yield f"{PG_SERVER}{'&' if '?' in PG_SERVER else '?'}schema={schema}"
+    with psycopg.connect(PG_SERVER, autocommit=True) as con:
+        con.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+

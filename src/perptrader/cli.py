@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from perptrader import __version__
-from perptrader.commands import data, features, ml, rl, strategies
+from perptrader.commands import audit, data, features, ml, rl, strategies, trade
 from perptrader.commands.backtest import app as backtest_app
 from perptrader.commands.demo import demo
 from perptrader.commands.tune import tune
@@ -26,6 +26,8 @@ app.command("predict")(ml.predict)
 app.add_typer(ml.models_app, name="models")
 app.command("tune")(tune)
 app.add_typer(rl.app, name="rl")
+app.add_typer(trade.app, name="trade")
+app.add_typer(audit.app, name="audit")
 
 
 @app.command("version")

@@ -33,6 +33,28 @@ class StoreSettings(BaseModel):
     )
 
 
+class ExchangeSettings(BaseModel):
+    """Which exchange base URL backfills, collectors and brokers talk to."""
+
+    url: str | None = Field(
+        default=None,
+        description="None: the venue's own URLs. http://127.0.0.1:8765: the local fake "
+                    "exchange (`perptrader fake-exchange`).",
+    )
+
+
+class TradingSettings(BaseModel):
+    """Where trading state (orders, fills, positions, audit log) is kept."""
+
+    db_url: str | None = Field(
+        default=None,
+        description=(
+            "None: SQLite (WAL) at <data_dir>/trading.sqlite, shareable by several "
+            "processes. postgresql://user@host:port/db: PostgreSQL (the same migrations)."
+        ),
+    )
+
+
 class LoggingSettings(BaseModel):
     level: str = "INFO"
     json_file: Path | None = Field(
@@ -49,6 +71,8 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("user_data")
     store: StoreSettings = StoreSettings()
+    trading: TradingSettings = TradingSettings()
+    exchange: ExchangeSettings = ExchangeSettings()
     logging: LoggingSettings = LoggingSettings()
 
     @classmethod

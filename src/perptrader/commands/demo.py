@@ -1,7 +1,8 @@
 """``perptrader demo``: the main job on the embedded default: import market data, show
 what is stored, build features and labels (with the look-ahead and live-path checks),
-then backtest the baseline strategies and write their reports, and train the models
-walk-forward beside their baselines."""
+then backtest the baseline strategies and write their reports, train the models
+walk-forward beside their baselines and the RL agents, and paper-trade a month beside a
+backtest of the same policy (the parity line)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from perptrader.commands.data import import_table, inventory_table, run_import
 from perptrader.commands.features import features_demo_stage
 from perptrader.commands.ml import ml_demo_stage
 from perptrader.commands.rl import rl_demo_stage
+from perptrader.commands.trade import paper_demo_stage
 from perptrader.marketdata.sources.base import ImportHints
 
 DEMO_DATA_ENV = "PERPTRADER_DEMO_DATA"
@@ -64,3 +66,5 @@ def demo(
         ml_demo_stage(store, console, cfg.data_dir / "ml")
         console.rule("Reinforcement learning: PPO agents out of sample beside baselines")
         rl_demo_stage(store, console)
+        console.rule("Paper trading: a one-month replay on the backtester's accounting core")
+        paper_demo_stage(store, console, cfg.data_dir)

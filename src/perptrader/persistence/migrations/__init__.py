@@ -1,0 +1,1 @@
+"""Alembic migrations of the trading-state database (SQLite and PostgreSQL)."""
