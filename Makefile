@@ -45,6 +45,8 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python bench/bench_backtest.py
 	$(BIN)/python bench/bench_xlstm.py
 	$(BIN)/python bench/bench_rl.py
+	$(BIN)/python bench/bench_decide.py
+	$(BIN)/python bench/bench_collect.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

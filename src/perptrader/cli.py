@@ -5,10 +5,22 @@ from __future__ import annotations
 import typer
 
 from perptrader import __version__
-from perptrader.commands import audit, data, features, ml, rl, strategies, trade
+from perptrader.commands import (
+    audit,
+    data,
+    features,
+    ml,
+    notify,
+    rl,
+    strategies,
+    trade,
+    users,
+)
 from perptrader.commands.backtest import app as backtest_app
 from perptrader.commands.demo import demo
+from perptrader.commands.serve import serve
 from perptrader.commands.tune import tune
+from perptrader.commands.venues import fake_exchange
 
 app = typer.Typer(
     name="perptrader",
@@ -28,6 +40,10 @@ app.command("tune")(tune)
 app.add_typer(rl.app, name="rl")
 app.add_typer(trade.app, name="trade")
 app.add_typer(audit.app, name="audit")
+app.add_typer(notify.app, name="notify")
+app.command("serve")(serve)
+app.add_typer(users.app, name="users")
+app.command("fake-exchange")(fake_exchange)
 
 
 @app.command("version")

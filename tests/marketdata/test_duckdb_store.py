@@ -72,3 +72,125 @@ def test_read_range_and_inventory_gaps(store: DuckDBStore) -> None:
 def test_validation_error_type() -> None:
     with pytest.raises(DataFormatError):
         bar_ds(volume=-1.0)
+
+
+# ---- concurrency: readers share the file, writers hold it one transaction at a time ------
+
+HOLD = """
+import sys, time
+from perptrader.config import load_settings
+from perptrader.marketdata.store import open_store
+from perptrader.marketdata.kinds import Kind
+from perptrader.core.instruments import Instrument
+store = open_store(load_settings(), read_only=sys.argv[1] == "ro")
+print(len(store.read(Kind.OHLCV, Instrument.parse("BTCUSDT"), "1h")), flush=True)
+time.sleep(float(sys.argv[2]))
+store.close()
+"""
+
+
+def _holder(mode: str, seconds: float):
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, mode, str(seconds)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    assert line.isdigit(), proc.stderr.read() if proc.stderr else line
+    return proc, int(line)
+
+
+def _seeded_settings():
+    from perptrader.config import load_settings
+
+    cfg = load_settings()
+    with DuckDBStore(cfg.embedded_store_path) as s:
+        s.migrate()
+        s.write([bar_ds(5)])
+    return cfg
+
+
+def test_two_read_only_sessions_share_the_file() -> None:
+    """A second backtest / `data list` used to fail with 'Could not set lock'."""
+    from perptrader.marketdata.store import open_store
+
+    cfg = _seeded_settings()
+    proc, rows = _holder("ro", 30)  # another process reading, e.g. a long backtest
+    try:
+        assert rows == 5
+        with open_store(cfg, read_only=True) as mine:  # no lock wait: shared
+            assert len(mine.read(Kind.OHLCV, BTC, "1h")) == 5
+            assert [s.rows for s in mine.inventory()] == [5]
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_transient_writer_lets_readers_in_between_transactions() -> None:
+    from perptrader.marketdata.store import open_store
+
+    cfg = _seeded_settings()
+    writer = open_store(cfg, transient=True)  # e.g. a long import, between two files
+    try:
+        writer.write([bar_ds(3, start=5)])
+        proc, rows = _holder("ro", 0)  # a reader gets in while the writer is still open
+        proc.wait(30)
+        assert rows == 8 and proc.returncode == 0
+        writer.write([bar_ds(2, start=8)])  # and the writer carries on afterwards
+        assert len(writer.read(Kind.OHLCV, BTC, "1h")) == 10
+    finally:
+        writer.close()
+
+
+def test_a_held_file_is_waited_for_then_refused_with_a_clear_message() -> None:
+    from perptrader.core.errors import StoreError
+    from perptrader.marketdata.store import open_store
+
+    cfg = _seeded_settings()
+    proc, _ = _holder("rw", 60)  # a writer holding the file
+    try:
+        with pytest.raises(StoreError, match="held by another process"):
+            open_store(cfg, read_only=True, lock_timeout=0.3)
+    finally:
+        proc.kill()
+        proc.wait(10)
+    proc, _ = _holder("rw", 1.0)  # released after a second: a waiting reader gets in
+    try:
+        with open_store(cfg, read_only=True, lock_timeout=30) as reader:
+            assert len(reader.read(Kind.OHLCV, BTC, "1h")) == 5
+    finally:
+        proc.wait(30)
+
+
+def test_read_only_open_creates_and_migrates_a_missing_store(tmp_path) -> None:
+    from perptrader.config import load_settings
+    from perptrader.marketdata.store import open_store
+
+    cfg = load_settings(data_dir=tmp_path / "fresh")
+    with open_store(cfg, read_only=True) as store:
+        assert store.inventory() == []
+    reader = DuckDBStore(cfg.embedded_store_path, read_only=True)
+    try:
+        with pytest.raises(Exception):  # noqa: B017 - duckdb's own error class
+            reader.write([bar_ds()])
+    finally:
+        reader.close()
+
+
+def test_cli_readers_run_beside_another_reader() -> None:
+    """`data list` (read-only) while another process reads the store."""
+    import orjson
+    from typer.testing import CliRunner
+
+    from perptrader.cli import app
+
+    _seeded_settings()
+    proc, _ = _holder("ro", 30)
+    try:
+        res = CliRunner().invoke(app, ["data", "list", "--json"])
+        assert res.exit_code == 0, res.output
+        assert orjson.loads(res.stdout)[0]["rows"] == 5
+    finally:
+        proc.kill()
+        proc.wait(10)

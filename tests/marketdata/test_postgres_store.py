@@ -364,3 +364,131 @@ def test_real_bars_in_both_stores(pg: PostgresStore, duck: DuckDBStore) -> None:
     [info] = pg.inventory()
     assert info.rows == 21888
     pd.testing.assert_frame_equal(pg.read(Kind.OHLCV, BTC, "1h"), duck.read(Kind.OHLCV, BTC, "1h"))
+
+
+# ---------------------------------------------------------------------- TimescaleDB
+# The extension cannot be installed on this server: the detection is tested on the real
+# catalogue (not available -> plain tables), with a fake connection standing in for a
+# server where it appears later, and with the real server told it is available (the
+# CREATE EXTENSION then fails and the open must survive it).
+
+ALL = [t.table for t in postgres_store.ALL_TABLES]
+
+
+class FakeTimescaleServer:
+    """Answers ``timescale_state``'s catalogue queries and records every statement."""
+
+    def __init__(self, available: bool, installed: bool = False,
+                 hypertables: set[str] | None = None, fail_on: str | None = None) -> None:
+        self.available, self.installed = available, installed
+        self.hyper = set(hypertables or ())
+        self.fail_on = fail_on
+        self.executed: list[str] = []
+
+    async def fetchval(self, query: str, *args: object) -> object:
+        if "pg_available_extensions" in query:
+            return 1 if self.available else None
+        if "pg_extension" in query:
+            return "public" if self.installed else None
+        raise AssertionError(query)
+
+    async def fetch(self, query: str, *args: object) -> list[tuple[str]]:
+        if "pg_class" in query:
+            return [(t,) for t in ALL]
+        if "timescaledb_information.hypertables" in query:
+            return [(t,) for t in sorted(self.hyper)]
+        raise AssertionError(query)
+
+    async def execute(self, query: str, *args: object) -> str:
+        if self.fail_on and self.fail_on in query:
+            raise asyncpg.FeatureNotSupportedError("timescaledb must be preloaded")
+        self.executed.append(query)
+        if query.startswith("CREATE EXTENSION"):
+            self.installed = True
+        if "create_hypertable('" in query:
+            self.hyper.add(query.split("create_hypertable('")[1].split("'")[0])
+        return "OK"
+
+    def transaction(self) -> object:
+        class Tx:
+            async def __aenter__(self) -> None:
+                return None
+
+            async def __aexit__(self, *exc: object) -> bool:
+                return False
+
+        return Tx()
+
+
+def test_timescale_plan() -> None:
+    assert postgres_store.timescale_plan(False, False, None, ALL, set()) == []
+    plan = postgres_store.timescale_plan(True, False, None, ALL, set())
+    assert plan[0] == "CREATE EXTENSION IF NOT EXISTS timescaledb SCHEMA public"
+    hyper = [s for s in plan if "create_hypertable" in s]
+    assert len(hyper) == len(ALL)
+    assert any("'trades'" in s and "INTERVAL '1 day'" in s for s in hyper)
+    assert any("'bars'" in s and "INTERVAL '30 days'" in s for s in hyper)
+    assert sum("add_retention_policy" in s for s in plan) == 2  # book snapshots, trades
+    # installed, some tables converted already: only the rest, no CREATE EXTENSION
+    plan = postgres_store.timescale_plan(True, True, "ext", ALL, set(ALL) - {"bars"})
+    assert [s for s in plan if "create_hypertable" in s] == [
+        "SELECT \"ext\".create_hypertable('bars', 'ts', chunk_time_interval => "
+        "INTERVAL '30 days', migrate_data => true, if_not_exists => true)"]
+    assert postgres_store.timescale_plan(True, True, "public", ALL, set(ALL)) == []
+
+
+def test_extension_appearing_later_converts_the_existing_tables() -> None:
+    fake = FakeTimescaleServer(available=False)
+    status = asyncio.run(postgres_store.ensure_timescale(fake))
+    assert not status.available and fake.executed == []  # plain tables, nothing done
+    fake.available = True  # the administrator installs the package; the next open ...
+    status = asyncio.run(postgres_store.ensure_timescale(fake))
+    assert status.installed and sorted(status.converted) == sorted(ALL)
+    assert fake.executed[1].startswith("CREATE EXTENSION")
+    assert fake.hyper == set(ALL)
+    fake.executed.clear()  # ... and every later open finds nothing left to do
+    status = asyncio.run(postgres_store.ensure_timescale(fake))
+    assert status.converted == [] and fake.executed == []
+    assert status.hypertables == sorted(ALL)
+
+
+def test_extension_that_cannot_be_created_does_not_fail_the_open() -> None:
+    fake = FakeTimescaleServer(available=True, fail_on="CREATE EXTENSION")
+    status = asyncio.run(postgres_store.ensure_timescale(fake))
+    assert status.available and not status.installed and status.converted == []
+    assert "preloaded" in (status.error or "")
+
+
+def test_every_open_checks_for_timescale(server: str, schema: str,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"{server}?schema={schema}"
+    with PostgresStore(url) as store:
+        store.migrate()
+        assert store.timescale is not None and not store.timescale.installed
+        assert store.timescale.converted == []
+        store.write([bar_ds()])
+    # now pretend the server lists the extension: the open tries to enable it, the real
+    # server refuses (it is not installed here), the store opens anyway with plain tables
+    real_state = postgres_store.timescale_state
+
+    async def listed(con: object) -> tuple:
+        _, installed, ext, tables, hyper = await real_state(con)
+        return True, installed, ext, tables, hyper
+
+    monkeypatch.setattr(postgres_store, "timescale_state", listed)
+    with PostgresStore(url) as store:
+        store.migrate()
+        assert store.timescale.available and store.timescale.error
+        assert len(store.read(Kind.OHLCV, BTC, "1h")) == 5
+
+
+def test_url_password_is_masked_in_errors() -> None:
+    from perptrader.config import load_settings
+    from perptrader.marketdata.store import open_store
+
+    with pytest.raises(StoreError) as err:
+        open_store(load_settings(store={"url": "mysql://root:hunter2@db:3306/x"}))
+    assert "hunter2" not in str(err.value) and "root:***@db" in str(err.value)
+    with pytest.raises(StoreError) as err:
+        PostgresStore("postgresql://u:hunter2@127.0.0.1:1/x", connect_timeout=1)
+    assert "hunter2" not in str(err.value)

@@ -372,13 +372,19 @@ def test_portfolio_cross_shares_one_wallet() -> None:
     assert r.symbol_bars["ETHUSDT"]["unrealized_pnl"].iloc[-1] == pytest.approx(-500.0)
 
 
-def test_unknown_symbol_tiers_are_an_error() -> None:
+def test_unknown_symbol_uses_the_default_ladder_with_a_warning_or_is_refused() -> None:
     f = make_frame([1.0] * 3)
     m = MarketData.from_frame(f, symbol="FOOUSDT", timeframe="1h", require_funding=False)
+    r = simulate(m, np.full(3, np.nan), SimConfig())
+    assert r.final_equity == 10_000.0
+    assert any("FOOUSDT: no published margin tiers" in w for w in r.warnings)
+    assert "DEFAULT" in r.market_info["tiers"]["FOOUSDT"]
     with pytest.raises(PerptraderError, match="margin tiers"):
-        simulate(m, np.full(3, np.nan), SimConfig())
+        simulate(m, np.full(3, np.nan), SimConfig(strict_tiers=True))
+    with pytest.raises(PerptraderError, match="margin tiers"):
+        load_tiers("binance", "FOOUSDT")
     tiers = load_tiers("binance", "FOOUSDT", allow_default=True)
-    assert "not published" in tiers.source
+    assert "not published" in tiers.source and tiers.fallback
     r = simulate(m, np.full(3, np.nan), SimConfig(tiers=tiers))
     assert r.final_equity == 10_000.0
 

@@ -15,10 +15,12 @@ from perptrader.commands.common import (
     console,
     err_console,
     has_perp_bars,
+    log_warnings,
     print_json,
     settings,
     store_session,
     user_errors,
+    writable_folder,
 )
 from perptrader.commands.strategies import parse_params
 from perptrader.core.errors import PerptraderError
@@ -128,14 +130,24 @@ def run(
     out: Path = typer.Option(..., "--out", help="Folder for result.json, trades.csv, "
                              "equity.parquet, report.html."),
     as_json: bool = typer.Option(False, "--json", help="Print result.json to stdout."),
+    tiers: Path | None = typer.Option(None, "--tiers", help="Margin brackets JSON (this "
+                                      "package's format, Binance's leverageBracket answer or "
+                                      "ccxt's leverage tiers) used before the published ones."),
+    strict_tiers: bool = typer.Option(False, "--strict-tiers", help="Refuse a symbol without "
+                                      "published or --tiers brackets instead of using the "
+                                      "conservative default ladder (with a warning)."),
 ) -> None:
     """Backtest a strategy beside buy-and-hold and write its result files and report."""
     from perptrader.backtest.artifacts import write_run
     from perptrader.backtest.engine import run_backtest, run_portfolio
     from perptrader.sim import CostModel
+    from perptrader.sim.tiers import load_tiers_file, tiers_scope
     from perptrader.strategies import get_strategy
 
     cfg = settings()
+    with user_errors():
+        table = load_tiers_file(tiers) if tiers is not None else None
+    writable_folder(out, "--out")
     params = parse_params(param)
     try:
         strat = get_strategy(strategy, params)
@@ -144,7 +156,8 @@ def run(
         raise typer.BadParameter(str(exc), param_hint="--strategy/--param") from None
     symbols = list(dict.fromkeys(symbol))
     label = "+".join(symbols)
-    with store_session(cfg) as store, _progress(not as_json) as bar:
+    with store_session(cfg, read_only=True) as store, _progress(not as_json) as bar, \
+            tiers_scope(table, strict=strict_tiers):
         bar.add_task(f"{label} {timeframe} {strat.name}: loading and simulating")
         try:
             if len(symbols) == 1:
@@ -158,6 +171,8 @@ def run(
         bar.add_task(f"{label}: writing {out}")
         write_run(res, out)
     js = res.as_json()
+    log_warnings(res.warnings, command="backtest run", symbol=res.symbol,
+                 strategy=res.strategy.name, out=str(out))
     if as_json:
         print_json(js)
         return

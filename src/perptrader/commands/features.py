@@ -18,6 +18,7 @@ from perptrader.commands.common import (
     settings,
     store_session,
     user_errors,
+    writable_folder,
 )
 from perptrader.features.sets import FEATURE_SETS, get_set
 
@@ -115,6 +116,7 @@ def build_cmd(
     """Compute a feature set (and labels) and write Parquet with its metadata."""
     from perptrader.features.pipeline import build, write_parquet
 
+    writable_folder(out.parent, "--out")
     fs, frame, ctx = _inputs(symbol, timeframe, feature_set, start, end)
     with user_errors():
         try:
@@ -251,7 +253,8 @@ def vsa_report_cmd(
 def labels_cmd(
     symbol: str = SYMBOL, timeframe: str = TIMEFRAME, start: str | None = START,
     end: str | None = END,
-    future_window: int | None = typer.Option(None, "--future-window", help="Bars ahead."),
+    future_window: int | None = typer.Option(None, "--future-window", min=1,
+                                             help="Bars ahead (at least 1)."),
     threshold_multiplier: float | None = typer.Option(
         None, "--threshold-multiplier", help="k in k × volatility over the horizon."),
     as_json: bool = JSON,

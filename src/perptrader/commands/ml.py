@@ -263,7 +263,7 @@ def predict(
     )
 
     cfg = settings()
-    with store_session(cfg) as store:
+    with store_session(cfg, read_only=True) as store:
         manifest = show(model, version)
         data, _, _ = load_training_data(store, symbol, timeframe, start, end,
                                         manifest["feature_set"])

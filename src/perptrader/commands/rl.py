@@ -180,7 +180,7 @@ def evaluate(
     from perptrader.rl.evaluate import evaluate_agent
 
     cfg = settings()
-    with store_session(cfg) as store:
+    with store_session(cfg, read_only=True) as store:
         payload = evaluate_agent(store, name, start, end, save=True)
     if as_json:
         print_json(payload)

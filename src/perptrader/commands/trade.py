@@ -13,6 +13,7 @@ import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -24,6 +25,8 @@ from perptrader.commands.audit import trading_db_url
 from perptrader.commands.common import console, err_console, print_json, settings, user_errors
 from perptrader.commands.strategies import parse_params
 from perptrader.core.errors import PerptraderError
+from perptrader.trading.control import resolve_run
+from perptrader.trading.status import run_status
 
 app = typer.Typer(help="Paper trading: run a policy on the shared accounting core, inspect "
                        "its journal, pull the kill switch.", no_args_is_help=True)
@@ -70,6 +73,8 @@ def paper(
     close_at_end: bool = typer.Option(True, help="Close every position at the open of the "
                                       "replay's last bar, as a backtest does."),
     db: str | None = typer.Option(None, "--db", help=DB_HELP),
+    tiers: str | None = typer.Option(None, "--tiers", help="Margin brackets JSON for symbols "
+                                      "without published ones (docs/backtest-assumptions.md)."),
     as_json: bool = typer.Option(False, "--json", help="Print the final status as JSON."),
 ) -> None:
     """Paper-trade a policy. The same command again resumes the same run (after a crash
@@ -93,7 +98,9 @@ def paper(
                        initial_cash=initial_cash, maker_fee=fee_maker, taker_fee=fee_taker,
                        slippage_bps=slippage, risk=tuple(risk),
                        replay=(start.isoformat(), end.isoformat()), history_bars=history_bars,
-                       close_at_end=close_at_end, speed=speed)
+                       close_at_end=close_at_end, speed=speed,
+                       tiers=str(Path(tiers).resolve()) if tiers else None)
+        spec.sim_config()  # a bad --tiers file is refused before anything is written
         RiskLimits.from_pairs(spec.risk)  # refuse bad limits before anything is written
         try:
             policy = get_strategy(strategy, spec.params)
@@ -132,13 +139,13 @@ def _live_view(engine: Any, total: int, *, enabled: bool) -> Iterator[Any]:
 
     def table(summary: Any) -> Table:
         t = Table(title=f"{engine.run_id} · {engine.policy.name}", show_header=False)
-        t.add_row("bar", f"{summary.ts:%Y-%m-%d %H:%M} ({shown['bars']:,}/{total:,})")
-        t.add_row("equity", f"{summary.equity:,.2f} ({summary.equity / initial - 1:+.2%})")
+        t.adddict("bar", f"{summary.ts:%Y-%m-%d %H:%M} ({shown['bars']:,}/{total:,})")
+        t.adddict("equity", f"{summary.equity:,.2f} ({summary.equity / initial - 1:+.2%})")
         for s, q in summary.positions.items():
-            t.add_row(s, f"position {q:+.6g} · target {summary.targets.get(s, math.nan):+g}")
-        t.add_row("orders / fills / denied",
+            t.adddict(s, f"position {q:+.6g} · target {summary.targets.get(s, math.nan):+g}")
+        t.adddict("orders / fills / denied",
                   f"{shown['orders']} / {shown['fills']} / {shown['denied']}")
-        t.add_row("risk", str(engine.risk.trading_state.value))
+        t.adddict("risk", str(engine.risk.trading_state.value))
         return t
 
     with Live(console=err_console, refresh_per_second=4, transient=True) as live:
@@ -154,89 +161,29 @@ def _live_view(engine: Any, total: int, *, enabled: bool) -> Iterator[Any]:
         yield on_bar
 
 
-def _run_id(db: Any, run: str | None) -> str:
-    if run:
-        if db.get_run(run) is None:
-            raise PerptraderError(f"no run {run!r} in the trading database")
-        return run
-    latest = db.latest_run()
-    if latest is None:
-        raise PerptraderError("no trading run yet: start one with `perptrader trade paper`")
-    return str(_row(latest)["run_id"])
-
-
-def _row(row: Any) -> dict[str, Any]:
-    mapping = getattr(row, "_mapping", None)
-    return dict(mapping) if mapping is not None else dict(row)
-
-
 def _iso(ms: Any) -> str | None:
     if ms is None:
         return None
     return pd.Timestamp(int(ms), unit="ms", tz="UTC").isoformat()
 
 
-def run_status(db: Any, run_id: str) -> dict[str, Any]:
-    """The run's state from the journal alone (any process can ask)."""
-    from perptrader.trading.engine import CHECKPOINT, CONTROL
-
-    run = _row(db.get_run(run_id))
-    config = run.get("config") or {}
-    curve = db.equity_curve(run_id)
-    fills = [_row(f) for f in db.fills(run_id)]
-    orders = [_row(o) for o in db.orders(run_id)]
-    positions = [_row(p) for p in db.positions(run_id)]
-    checkpoint = db.get_state(run_id, CHECKPOINT)
-    risk = (checkpoint.value or {}).get("risk", {}) if checkpoint else {}
-    control = db.get_state(run_id, CONTROL)
-    equity = float(curve["equity"].iloc[-1]) if len(curve) else float(config["initial_cash"])
-    last = curve.iloc[-1] if len(curve) else None
-    by_status: dict[str, int] = {}
-    for o in orders:
-        by_status[o["status"]] = by_status.get(o["status"], 0) + 1
-    return {
-        "run_id": run_id, "mode": run["mode"], "status": run["status"],
-        "strategy": run["strategy"], "params": run.get("params"),
-        "symbols": run["symbols"], "timeframe": run["timeframe"],
-        "replay": config.get("replay"), "leverage": config.get("leverage"),
-        "bars": len(curve),
-        "first_bar": curve.index[0].isoformat() if len(curve) else None,
-        "last_bar": curve.index[-1].isoformat() if len(curve) else None,
-        "initial_cash": config.get("initial_cash"), "equity": equity,
-        "final_equity": equity if run["status"] == "finished" else None,
-        "total_return": equity / float(config["initial_cash"]) - 1.0,
-        "fees_paid": float(last["fees_paid"]) if last is not None else 0.0,
-        "funding_paid": float(last["funding_paid"]) if last is not None else 0.0,
-        "fills": len(fills),
-        "liquidations": sum(1 for f in fills if f.get("reason") == "liquidation"),
-        "orders": by_status,
-        "open_orders": sum(by_status.get(s, 0) for s in ("submitted", "accepted",
-                                                         "partially_filled",
-                                                         "pending_cancel")),
-        "positions": {p["symbol"]: p["qty"] for p in positions},
-        "risk": {"trading_state": risk.get("trading_state", "active"),
-                 "reason": risk.get("reason", "")},
-        "kill_switch": (control.value or {}).get("command") == "stop" if control else False,
-    }
-
-
 def status_table(status: dict[str, Any]) -> Table:
     t = Table(title=f"{status['run_id']} ({status['status']})", show_header=False)
-    t.add_row("policy", f"{status['strategy']} {status['params'] or ''}")
-    t.add_row("symbols", f"{', '.join(status['symbols'])} {status['timeframe']} "
+    t.adddict("policy", f"{status['strategy']} {status['params'] or ''}")
+    t.adddict("symbols", f"{', '.join(status['symbols'])} {status['timeframe']} "
                          f"x{status['leverage']}")
-    t.add_row("bars", f"{status['bars']:,}: {status['first_bar']} → {status['last_bar']}")
-    t.add_row("equity", f"{status['equity']:,.2f} ({status['total_return']:+.2%})")
+    t.adddict("bars", f"{status['bars']:,}: {status['first_bar']} → {status['last_bar']}")
+    t.adddict("equity", f"{status['equity']:,.2f} ({status['total_return']:+.2%})")
     if status["final_equity"] is not None:
-        t.add_row("final equity", f"{status['final_equity']:,.2f}")
-    t.add_row("fees / funding", f"{status['fees_paid']:,.2f} / {status['funding_paid']:,.2f}")
-    t.add_row("orders", ", ".join(f"{k} {v}" for k, v in sorted(status["orders"].items()))
+        t.adddict("final equity", f"{status['final_equity']:,.2f}")
+    t.adddict("fees / funding", f"{status['fees_paid']:,.2f} / {status['funding_paid']:,.2f}")
+    t.adddict("orders", ", ".join(f"{k} {v}" for k, v in sorted(status["orders"].items()))
               or "none")
-    t.add_row("fills / liquidations", f"{status['fills']} / {status['liquidations']}")
-    t.add_row("positions", ", ".join(f"{s} {q:+.6g}" for s, q in status["positions"].items())
+    t.adddict("fills / liquidations", f"{status['fills']} / {status['liquidations']}")
+    t.adddict("positions", ", ".join(f"{s} {q:+.6g}" for s, q in status["positions"].items())
               or "flat")
-    t.add_row("risk", f"{status['risk']['trading_state']} {status['risk']['reason']}".strip())
-    t.add_row("kill switch", "ON" if status["kill_switch"] else "off")
+    t.adddict("risk", f"{status['risk']['trading_state']} {status['risk']['reason']}".strip())
+    t.adddict("kill switch", "ON" if status["kill_switch"] else "off")
     return t
 
 
@@ -247,7 +194,7 @@ def status_cmd(run: str | None = typer.Option(None, "--run", help="Run id (defau
                as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Equity, positions, orders and risk state of a run (default: the latest)."""
     with trading_db(db, create=False) as journal, user_errors():
-        status = run_status(journal, _run_id(journal, run))
+        status = run_status(journal, resolve_run(journal, run))
     if as_json:
         print_json(status)
     else:
@@ -257,13 +204,13 @@ def status_cmd(run: str | None = typer.Option(None, "--run", help="Run id (defau
 def _rows_command(kind: str, run: str | None, db: str | None, as_json: bool,
                   columns: tuple[str, ...], open_only: bool = False) -> None:
     with trading_db(db, create=False) as journal, user_errors():
-        run_id = _run_id(journal, run)
+        run_id = resolve_run(journal, run)
         if kind == "orders":
-            rows = [_row(r) for r in journal.orders(run_id, open_only=open_only)]
+            rows = [dict(r) for r in journal.orders(run_id, open_only=open_only)]
         elif kind == "fills":
-            rows = [_row(r) for r in journal.fills(run_id)]
+            rows = [dict(r) for r in journal.fills(run_id)]
         else:
-            rows = [_row(r) for r in journal.positions(run_id)]
+            rows = [dict(r) for r in journal.positions(run_id)]
     for r in rows:
         for key in ("ts", "decided_ts", "updated_ts", "created_at", "updated_at"):
             if key in r and isinstance(r[key], int):
@@ -275,7 +222,7 @@ def _rows_command(kind: str, run: str | None, db: str | None, as_json: bool,
     for c in columns:
         table.add_column(c, overflow="fold")
     for r in rows:
-        table.add_row(*(_cell(r.get(c)) for c in columns))
+        table.adddict(*(_cell(r.get(c)) for c in columns))
     console.print(table)
 
 
@@ -318,16 +265,11 @@ def positions_cmd(run: str | None = typer.Option(None, "--run", help="Run id."),
 
 
 def _control(command: str, run: str | None, db: str | None, **extra: Any) -> str:
-    from perptrader.trading.engine import CONTROL
+    from perptrader.trading.control import send_control
 
     with trading_db(db, create=False) as journal, user_errors():
-        run_id = _run_id(journal, run)
-        previous = journal.get_state(run_id, CONTROL)
-        number = int((previous.value or {}).get("id", 0)) + 1 if previous else 1
-        value = {"id": number, "command": command, **extra}
-        with journal.transaction() as tx:
-            tx.put_state(run_id, CONTROL, value=value)
-            tx.audit(f"control.{command}", value, run_id=run_id)
+        run_id = resolve_run(journal, run)
+        send_control(journal, run_id, command, **extra)
     return run_id
 
 
@@ -356,8 +298,6 @@ def paper_demo_stage(store: Any, out: Any, data_dir: Any) -> None:
     """A one-month paper replay of ``vsa`` (and of the demo's gbdt model when the ML stage
     registered it) on BTCUSDT 1h, each beside a backtest of the same policy over the same
     bars, with the parity line; the journal goes to ``<data_dir>/demo-paper.sqlite``."""
-    from pathlib import Path
-
     from perptrader.commands.common import has_perp_bars
     from perptrader.core.timeframes import timeframe_delta
     from perptrader.persistence import open_trading_db

@@ -9,6 +9,19 @@ class PerptraderError(Exception):
     """Base class: an error the CLI reports as a message, not a traceback."""
 
 
+class InputError(PerptraderError, ValueError):
+    """A value the user gave (an option, an argument) that cannot be used: a symbol that
+    is not one, an unknown timeframe, a date that does not parse. Still a ValueError, so
+    callers that caught ValueError keep working; the CLI reports it in one line."""
+
+
+class UnknownNameError(InputError, KeyError):
+    """A name that is not in its catalogue (feature set, strategy, ...). Also a KeyError."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 class DataFormatError(PerptraderError):
     """Input data that cannot be imported. Names the file, the row and the field."""
 
@@ -42,6 +55,11 @@ class DataFormatError(PerptraderError):
 
 class UnknownFormatError(DataFormatError):
     """A file whose format, symbol or timeframe cannot be told from its name or content."""
+
+
+class ConfigError(PerptraderError, ValueError):
+    """A setting that cannot be used: an unknown key (with the nearest valid name) or a
+    value that does not validate."""
 
 
 class StoreError(PerptraderError):

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from perptrader.core.errors import InputError
+
 DEFAULT_EXCHANGE = "binance"
 PERP = "perp"
 SPOT = "spot"
@@ -39,9 +41,9 @@ class Instrument:
 
     def __post_init__(self) -> None:
         if self.market not in MARKETS:
-            raise ValueError(f"market must be one of {MARKETS}, got {self.market!r}")
+            raise InputError(f"market must be one of {MARKETS}, got {self.market!r}")
         if not self.symbol or not self.symbol.isalnum():
-            raise ValueError(f"symbol must be alphanumeric, got {self.symbol!r}")
+            raise InputError(f"symbol must be alphanumeric, got {self.symbol!r}")
 
     @classmethod
     def parse(cls, text: str, market: str | None = None) -> Instrument:

@@ -6,6 +6,8 @@ import re
 
 import pandas as pd
 
+from perptrader.core.errors import InputError
+
 _UNIT_MS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
 _PATTERN = re.compile(r"^(\d+)([smhdw])$")
 
@@ -14,10 +16,10 @@ def timeframe_ms(timeframe: str) -> int:
     """Length of one bar in milliseconds. Raises ValueError on anything unparseable."""
     match = _PATTERN.match(timeframe.strip())
     if not match:
-        raise ValueError(f"not a timeframe: {timeframe!r} (expected e.g. 1m, 15m, 1h, 4h, 1d, 1w)")
+        raise InputError(f"not a timeframe: {timeframe!r} (expected e.g. 1m, 15m, 1h, 4h, 1d, 1w)")
     count, unit = int(match.group(1)), match.group(2)
     if count <= 0:
-        raise ValueError(f"not a timeframe: {timeframe!r}")
+        raise InputError(f"not a timeframe: {timeframe!r}")
     return count * _UNIT_MS[unit]
 
 

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from perptrader.core.timeframes import timeframe_ms
+from perptrader.features.arrays import block_frame
 from perptrader.features.base import Family, FeatureContext, FeatureSpec
 
 _US_PER_HOUR = 3_600_000_000
@@ -61,7 +62,7 @@ def compute_time(frame: pd.DataFrame, ctx: FeatureContext) -> pd.DataFrame:
         "time_grid_funding_phase": phase,
         "time_grid_hours_to_funding": (1.0 - phase) * GRID_HOURS,
     }
-    return pd.DataFrame(out, index=frame.index)
+    return block_frame(frame, out)
 
 
 TIME = Family(

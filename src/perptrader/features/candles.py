@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from numba import njit
 
+from perptrader.features.arrays import block_frame, col
 from perptrader.features.arrays import div as safe_div
 from perptrader.features.arrays import safe_log as _log
 from perptrader.features.arrays import shift as _shift
@@ -199,7 +200,7 @@ def signed_streak(ret: np.ndarray, cap: int) -> np.ndarray:
 
 
 def _ohlc(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    return tuple(frame[c].to_numpy(dtype="float64", na_value=np.nan) for c in _OHLC)
+    return tuple(col(frame, c) for c in _OHLC)
 
 
 
@@ -276,7 +277,7 @@ def compute_candle(frame: pd.DataFrame, ctx: FeatureContext) -> pd.DataFrame:
     out["candle_streak"] = signed_streak(r1, STREAK_CAP)
     for w in MOMENT_WINDOWS:
         out[f"candle_skew_{w}"], out[f"candle_kurt_{w}"] = rolling_skew_kurt(r1, w)
-    return pd.DataFrame(out, index=frame.index)
+    return block_frame(frame, out)
 
 
 # --------------------------------------------------------------------------- rangevol
@@ -385,7 +386,7 @@ def compute_rangevol(frame: pd.DataFrame, ctx: FeatureContext) -> pd.DataFrame:
                                       rolling_mean(rv24, VOV_WINDOW))
     out["rangevol_ratio_rv_24_168"] = safe_div(rv24, out["rangevol_rv_168"])
     out["rangevol_ratio_yz_24_72"] = safe_div(out["rangevol_yz_24"], out["rangevol_yz_72"])
-    return pd.DataFrame(out, index=frame.index)
+    return block_frame(frame, out)
 
 
 CANDLE = Family(

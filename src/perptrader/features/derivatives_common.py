@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 
 from perptrader.core.timeframes import timeframe_delta
-from perptrader.features.arrays import div
+from perptrader.features.arrays import block_frame, div
 from perptrader.features.base import FeatureContext
+from perptrader.features.windows import trailing, trailing_cov
 
 #: a rolling standard deviation at or below this fraction of |mean| is treated as zero
 #: (a constant window): the z-score is then undefined (NaN), not a rounding artefact
@@ -26,22 +27,18 @@ REL_STD_FLOOR = 1e-9
 
 
 
-def _roll(x: np.ndarray, window: int):
-    return pd.Series(x, copy=False).rolling(window, min_periods=window)
-
-
 def rolling_mean(x: np.ndarray, window: int) -> np.ndarray:
     """Mean of the last ``window`` rows (NaN unless all of them are defined)."""
-    return _roll(x, window).mean().to_numpy()
+    return trailing(x, window, "mean")
 
 
 def rolling_sum(x: np.ndarray, window: int) -> np.ndarray:
-    return _roll(x, window).sum().to_numpy()
+    return trailing(x, window, "sum")
 
 
 def rolling_std(x: np.ndarray, window: int) -> np.ndarray:
     """Sample standard deviation (ddof=1) of the last ``window`` rows."""
-    return _roll(x, window).std().to_numpy()
+    return trailing(x, window, "std")
 
 
 def zscore(x: np.ndarray, window: int) -> np.ndarray:
@@ -63,10 +60,9 @@ def rolling_cov_var(x: np.ndarray, y: np.ndarray,
     bad = np.isnan(x) | np.isnan(y)
     x = np.where(bad, np.nan, x)
     y = np.where(bad, np.nan, y)
-    sx, sy = pd.Series(x, copy=False), pd.Series(y, copy=False)
-    cov = sx.rolling(window, min_periods=window).cov(sy).to_numpy()
-    vx = sx.rolling(window, min_periods=window).var().to_numpy()
-    vy = sy.rolling(window, min_periods=window).var().to_numpy()
+    cov = trailing_cov(x, y, window)
+    vx = trailing(x, window, "var")
+    vy = trailing(y, window, "var")
     return cov, vx, vy
 
 
@@ -106,5 +102,4 @@ def times_us(values: pd.Series) -> np.ndarray:
 
 def frame_of(frame: pd.DataFrame, columns: dict[str, np.ndarray]) -> pd.DataFrame:
     """The output block: float64 columns in the given order, indexed like ``frame``."""
-    return pd.DataFrame({k: np.asarray(v, dtype="float64") for k, v in columns.items()},
-                        index=frame.index)
+    return block_frame(frame, columns)

@@ -25,6 +25,7 @@ import pandas as pd
 from perptrader.features.arrays import col, div
 from perptrader.features.base import Family, FeatureContext, FeatureSpec
 from perptrader.features.derivatives_common import bar_closes, frame_of, times_us
+from perptrader.features.windows import trailing_time
 
 HOUR_US = 3_600_000_000
 #: trailing windows of the cumulative carry, in hours
@@ -82,15 +83,20 @@ def settlements(frame: pd.DataFrame) -> pd.DataFrame:
     a new settlement (the as-of join repeats the last one until the next).
     """
     t = times_us(frame["funding_time"])
-    rate = col(frame, "funding_rate")
-    iv = col(frame, "funding_interval_hours")
+    rows, ev_t, ev_r, ev_h = _settlements(t, col(frame, "funding_rate"),
+                                          col(frame, "funding_interval_hours"))
+    return pd.DataFrame({"row": rows, "time_us": ev_t, "rate": ev_r, "interval_h": ev_h})
+
+
+def _settlements(t: np.ndarray, rate: np.ndarray, iv: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``settlements`` as arrays (row, time_us, rate, interval_h) from the columns."""
     present = (t > np.iinfo(np.int64).min) & ~np.isnan(rate)
     seen = np.maximum.accumulate(np.where(present, t, np.iinfo(np.int64).min))
     prev = np.concatenate([[np.iinfo(np.int64).min], seen[:-1]])
     new = present & (t > prev)
     rows = np.flatnonzero(new)
-    return pd.DataFrame({"row": rows, "time_us": t[rows], "rate": rate[rows],
-                         "interval_h": iv[rows]})
+    return rows, t[rows], rate[rows], iv[rows]
 
 
 def _window_sums(ev_t: np.ndarray, values: list[np.ndarray], upto: np.ndarray,
@@ -113,17 +119,14 @@ def compute_funding(frame: pd.DataFrame, ctx: FeatureContext) -> pd.DataFrame:
     n = len(frame)
     close = bar_closes(frame, ctx)
     rate = col(frame, "funding_rate")
-    iv = col(frame, "funding_interval_hours")
+    raw_iv = col(frame, "funding_interval_hours")
     ft = times_us(frame["funding_time"])
     valid = (ft > np.iinfo(np.int64).min) & ~np.isnan(rate)
-    iv = np.where(iv > 0, iv, np.nan)
+    iv = np.where(raw_iv > 0, raw_iv, np.nan)
 
-    ev = settlements(frame)
-    ev_t = ev["time_us"].to_numpy()
-    ev_r = ev["rate"].to_numpy()
-    ev_h = ev["interval_h"].to_numpy()
+    ev_rows, ev_t, ev_r, ev_h = _settlements(ft, rate, raw_iv)
     known = np.zeros(n, dtype="int64")  # settlements seen up to and including each row
-    np.add.at(known, ev["row"].to_numpy(), 1)
+    np.add.at(known, ev_rows, 1)
     known = np.cumsum(known)
 
     out: dict[str, np.ndarray] = {
@@ -164,11 +167,11 @@ def _event_zscore(ev_t: np.ndarray, ev_r: np.ndarray, ev_h: np.ndarray) -> np.nd
     """z-score of each settlement against the settlements of the 30 days up to it."""
     if len(ev_t) == 0:
         return np.empty(0)
-    index = pd.DatetimeIndex(pd.to_datetime(ev_t, unit="us", utc=True))
-    win = f"{Z_WINDOW_H}h"
-    r = pd.Series(ev_r, index=index).rolling(win)
-    mean, std = r.mean().to_numpy(), r.std().to_numpy()
-    covered = pd.Series(ev_h, index=index).rolling(win).sum().to_numpy()
+    # settlements are strictly increasing in time: pandas' "720h" rolling, bit for bit
+    span = Z_WINDOW_H * HOUR_US
+    mean = trailing_time(ev_r, ev_t, span, "mean")
+    std = trailing_time(ev_r, ev_t, span, "std")
+    covered = trailing_time(ev_h, ev_t, span, "sum")
     std = np.where((std > 1e-9 * np.abs(mean)) & (covered >= Z_WINDOW_H - 1e-6), std, np.nan)
     return div(ev_r - mean, std)
 

@@ -22,7 +22,7 @@ import talib
 import talib.abstract
 from numba import njit
 
-from perptrader.features.arrays import div, shift
+from perptrader.features.arrays import col, column_index, div, shift
 from perptrader.features.base import Compute, Family, FeatureContext, FeatureSpec
 
 #: start-dependence a recursive smoother must have decayed to before ``memory`` rows
@@ -102,16 +102,16 @@ def _compute_block(raw: Raw, frame: pd.DataFrame, specs: tuple[FeatureSpec, ...]
     """Run ``raw`` on one NaN-free stretch and blank each column's declared warm-up."""
     values = raw(frame)
     n = len(frame)
-    block = np.empty((n, len(specs)))
+    block = np.empty((len(specs), n))  # one contiguous row per column, (n, k) view out
     for j, spec in enumerate(specs):
-        v = np.asarray(values[spec.name], dtype=np.float64)
-        if v.shape != (n,):
-            raise ValueError(f"{spec.name}: computed {v.shape}, expected ({n},)")
-        block[:, j] = v
+        v = values[spec.name]
+        if np.shape(v) != (n,):
+            raise ValueError(f"{spec.name}: computed {np.shape(v)}, expected ({n},)")
+        block[j] = v
         # TA-Lib's candle functions and SUPERTREND's trend output emit 0, not NaN, during
         # their lookback; the declared warm-up is authoritative for every column.
-        block[: spec.warmup, j] = np.nan
-    return block
+        block[j, : spec.warmup] = np.nan
+    return block.T
 
 
 def segmented(raw: Raw, specs: tuple[FeatureSpec, ...], inputs: tuple[str, ...]) -> Compute:
@@ -122,7 +122,9 @@ def segmented(raw: Raw, specs: tuple[FeatureSpec, ...], inputs: tuple[str, ...])
         missing = [c for c in inputs if c not in frame.columns]
         if missing:
             raise KeyError(f"indicator inputs missing from the frame: {missing}")
-        bad = np.isnan(frame[list(inputs)].to_numpy(dtype=np.float64, na_value=np.nan)).any(1)
+        bad = np.zeros(len(frame), dtype=bool)
+        for name in inputs:
+            bad |= np.isnan(col(frame, name))
         if not bad.any():
             block = _compute_block(raw, frame, specs)
         else:
@@ -134,7 +136,8 @@ def segmented(raw: Raw, specs: tuple[FeatureSpec, ...], inputs: tuple[str, ...])
                 if len(run):
                     a, b = int(run[0]), int(run[-1]) + 1
                     block[a:b] = _compute_block(raw, frame.iloc[a:b], specs)
-        return pd.DataFrame(block, index=frame.index, columns=names)
+        return pd.DataFrame(block, index=frame.index, columns=column_index(names),
+                            copy=False)
 
     return compute
 

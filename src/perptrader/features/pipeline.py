@@ -97,7 +97,10 @@ def families_of(features: list[str], feature_set: FeatureSet, timeframe: str) ->
 def compute_features(frame: pd.DataFrame, families: tuple[Family, ...] | list[Family],
                      ctx: FeatureContext) -> pd.DataFrame:
     """Every row of every family, side by side (no rows dropped)."""
-    blocks = [family.run(frame, ctx) for family in families]
+    from perptrader.features.shared import shared_frame
+
+    with shared_frame(frame):  # columns read, and higher timeframes resampled, once
+        blocks = [family.run(frame, ctx) for family in families]
     if not blocks:
         return pd.DataFrame(index=frame.index)
     return pd.concat(blocks, axis=1)

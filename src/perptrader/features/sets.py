@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from perptrader.core.errors import UnknownNameError
+
 #: families that read only bars (trade-price OHLCV)
 BAR_FAMILIES = ("vsa", "trend", "momentum", "volatility", "volume", "pattern", "candle",
                 "rangevol", "liquidity", "kyle", "time")
@@ -70,5 +72,6 @@ FEATURE_SETS: dict[str, FeatureSet] = {
 
 def get_set(name: str) -> FeatureSet:
     if name not in FEATURE_SETS:
-        raise KeyError(f"unknown feature set {name!r}; known: {', '.join(FEATURE_SETS)}")
+        raise UnknownNameError(f"unknown feature set {name!r}; known: "
+                               f"{', '.join(FEATURE_SETS)}")
     return FEATURE_SETS[name]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from perptrader.features.arrays import column_index
 from perptrader.features.base import Family, FeatureContext, FeatureSpec
 from perptrader.features.vsa_anatomy import VSA_INPUTS, compute_anatomy, safe_div
 from perptrader.features.vsa_classes import classify
@@ -65,7 +66,8 @@ def compute_vsa(frame: pd.DataFrame, params: VsaParams | None = None) -> pd.Data
     for flag, strength in classify(anatomy, p).values():
         block[i], block[i + 1] = flag, strength
         i += 2
-    return pd.DataFrame(block.T, index=frame.index, columns=columns, copy=False)
+    return pd.DataFrame(block.T, index=frame.index, columns=column_index(columns),
+                        copy=False)
 
 
 def _warmups(p: VsaParams) -> dict[str, int]:

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from perptrader.features.arrays import col, shift
 from perptrader.features.arrays import div as safe_div
-from perptrader.features.arrays import shift
 from perptrader.features.vsa_params import VsaParams
+from perptrader.features.windows import trailing
 
 #: frame columns VSA reads; nothing else is needed
 VSA_INPUTS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
@@ -64,19 +65,11 @@ def rolling(x: np.ndarray, n: int, how: str) -> np.ndarray:
 
     pandas' rolling kernels update sums as rows enter and leave the window, so a value
     depends on where the frame starts only at rounding level (start invariance).
+    ``windows.trailing`` runs those kernels without the Series around them.
     """
-    r = pd.Series(x, copy=False).rolling(n, min_periods=n)
-    if how == "mean":
-        out = r.mean()
-    elif how == "std":
-        out = r.std(ddof=1)
-    elif how == "max":
-        out = r.max()
-    elif how == "min":
-        out = r.min()
-    else:
+    if how not in ("mean", "std", "max", "min"):
         raise ValueError(f"unknown rolling statistic {how!r}")
-    return out.to_numpy(dtype="float64")
+    return trailing(x, n, how, ddof=1)
 
 
 def _prior(x: np.ndarray, n: int, how: str) -> np.ndarray:
@@ -89,7 +82,7 @@ def ohlcv_arrays(frame: pd.DataFrame) -> dict[str, np.ndarray]:
     missing = [c for c in VSA_INPUTS if c not in frame.columns]
     if missing:
         raise KeyError(f"VSA needs columns {list(VSA_INPUTS)}; the frame lacks {missing}")
-    return {c: frame[c].to_numpy(dtype="float64", na_value=np.nan) for c in VSA_INPUTS}
+    return {c: col(frame, c) for c in VSA_INPUTS}
 
 
 def compute_anatomy(frame: pd.DataFrame, p: VsaParams) -> Anatomy:

@@ -81,7 +81,8 @@ def _emit(inputs: Sequence[np.ndarray], conditions: Sequence[np.ndarray],
     flag = np.where(valid, 0.0, np.nan)
     flag[rows] = 1.0
     strength = flag.copy()
-    strength[rows] = 1.0 + sum(term.at(rows) for term in terms) / len(terms)
+    if len(rows):  # most bars fire no class: skip the excess terms on no rows
+        strength[rows] = 1.0 + sum(term.at(rows) for term in terms) / len(terms)
     return flag, strength
 
 

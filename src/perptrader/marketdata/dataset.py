@@ -20,6 +20,47 @@ from perptrader.marketdata.kinds import BAR_KINDS, TABLES, Column, Kind, frame_c
 TS_DTYPE = "datetime64[us, UTC]"
 
 
+_GENESIS = pd.Timestamp("2009-01-03", tz="UTC")
+_TWO_DAYS = pd.Timedelta(days=2)
+
+
+@dataclass(frozen=True)
+class Plausibility:
+    """Bounds outside which a value is a parsing or unit mistake, not market data.
+
+    Defaults suit crypto perpetuals and spot; ``data import`` options override each
+    (``--earliest``, ``--min-price``, ``--max-price``, ``--max-jump``).
+    """
+
+    #: no crypto market data exists before the Bitcoin genesis block (2009-01-03)
+    earliest: pd.Timestamp = _GENESIS
+    #: times later than now + this are refused (clock / unit mistakes)
+    future_slack: pd.Timedelta = _TWO_DAYS
+    min_price: float = 1e-12
+    max_price: float = 1e9
+    #: sizes (volume, quantities, open interest) above this are refused
+    max_size: float = 1e18
+    #: a replacement bar value must lie within this factor of the bar's other OHLC
+    #: values and of the neighbouring bars (see marketdata.conflicts)
+    max_jump: float = 3.0
+
+
+DEFAULT_PLAUSIBILITY = Plausibility()
+
+#: which columns hold prices / sizes, per kind (for the plausibility bounds)
+_PRICE_COLUMNS = {
+    **{k: ("open", "high", "low", "close") for k in BAR_KINDS},
+    Kind.TRADES: ("price",), Kind.LIQUIDATIONS: ("price",),
+    Kind.BOOK: ("bid_price", "ask_price"), Kind.FUNDING: ("mark_price",),
+}
+_SIZE_COLUMNS = {
+    **{k: ("volume", "quote_volume", "taker_buy_base", "taker_buy_quote") for k in BAR_KINDS},
+    Kind.TRADES: ("qty",), Kind.LIQUIDATIONS: ("qty",), Kind.BOOK: ("bid_qty", "ask_qty"),
+    Kind.OPEN_INTEREST: ("oi_contracts", "oi_value"),
+    Kind.TAKER_RATIO: ("buy_volume", "sell_volume"),
+}
+
+
 @dataclass
 class Dataset:
     kind: Kind
@@ -30,6 +71,9 @@ class Dataset:
     source: str = ""
     #: notes worth telling the user (rows dropped as exact duplicates, repairs, ...)
     notes: list[str] = field(default_factory=list)
+    #: None: the kind's merge rule (kinds.TableSpec.merge); 'overwrite': these rows
+    #: replace the stored ones (``data import --on-conflict replace``)
+    merge: str | None = None
 
     @property
     def rows(self) -> int:
@@ -62,12 +106,13 @@ def epoch_unit(values: np.ndarray) -> str:
     return "ns"
 
 
-def validate(dataset: Dataset) -> Dataset:
+def validate(dataset: Dataset, bounds: Plausibility | None = None) -> Dataset:
     """Check and normalise a dataset; raise DataFormatError naming the first bad row.
 
     The frame's index is taken as the source row number used in messages. Returns a new
     Dataset whose frame has exactly the canonical columns, typed, sorted by key, with
-    exact duplicate rows removed (conflicting duplicates are an error).
+    exact duplicate rows removed (conflicting duplicates are an error). ``bounds``: the
+    plausibility bounds (times, prices, sizes) checked too; ``data import`` passes them.
     """
     kind, frame, src = dataset.kind, dataset.frame, dataset.source or None
     spec = TABLES[kind]
@@ -93,6 +138,8 @@ def validate(dataset: Dataset) -> Dataset:
                 raise DataFormatError("empty or unparseable value", path=src,
                                       row=_row(out, bad), field=col.name)
     _check_values(kind, out, src)
+    if bounds is not None:  # files (data import); exchange data is trusted for these
+        _check_plausible(kind, out, src, bounds)
     key = [c for c in spec.key_names if c in out.columns]
     out = out.sort_values(key, kind="stable")
     if kind in BAR_KINDS:
@@ -112,8 +159,30 @@ def validate(dataset: Dataset) -> Dataset:
     return replace(dataset, frame=out, notes=notes)
 
 
+_DAY_US = 86_400_000_000
+_WEEK_US = 7 * _DAY_US
+_MONDAY_US = 4 * _DAY_US  # 1970-01-05, the first Monday after the epoch
+
+
+def grid_offset_us(us: np.ndarray, timeframe: str) -> np.ndarray:
+    """How far each bar open time lies past its timeframe's grid (0 = on the grid).
+
+    Intraday timeframes that divide a day are aligned to midnight UTC (a 1h bar opens
+    on the hour, 4h at 00/04/08...); weeks open on Monday 00:00 UTC; other multi-day
+    timeframes on a midnight. Timeframes that do not divide a day are not checked."""
+    step_us = timeframe_ms(timeframe) * 1000
+    if step_us <= _DAY_US and _DAY_US % step_us == 0:
+        return us % step_us
+    if step_us % _WEEK_US == 0:
+        return (us - _MONDAY_US) % _WEEK_US
+    if step_us % _DAY_US == 0:
+        return us % _DAY_US
+    return np.zeros_like(us)
+
+
 def _check_bar_spacing(frame: pd.DataFrame, timeframe: str | None, src: str | None) -> None:
-    """Bars must sit on their timeframe's grid: a '8m' file holding 1m bars is mislabelled."""
+    """Bars must sit on their timeframe's grid: a '8m' file holding 1m bars is mislabelled,
+    and a 1h bar opening at 00:30 is not a 1h bar of the exchange."""
     step_us = timeframe_ms(timeframe or "") * 1000
     us = epoch_us(frame["ts"])
     diffs = np.diff(us)
@@ -124,6 +193,45 @@ def _check_bar_spacing(frame: pd.DataFrame, timeframe: str | None, src: str | No
             f"bars {pd.Timedelta(microseconds=int(diffs[i - 1]))} apart do not fit the "
             f"timeframe {timeframe}: wrong timeframe in the name? (pass --timeframe)",
             path=src, row=int(frame.index[i]), field="ts")
+    off = grid_offset_us(us, timeframe or "")
+    if (off != 0).any():
+        i = int(np.flatnonzero(off != 0)[0])
+        raise DataFormatError(
+            f"bar at {frame['ts'].iloc[i]} is off the {timeframe} grid (by "
+            f"{pd.Timedelta(microseconds=int(off[i]))}): shifted times or a wrong timeframe",
+            path=src, row=int(frame.index[i]), field="ts")
+
+
+def _check_plausible(kind: Kind, out: pd.DataFrame, src: str | None,
+                     bounds: Plausibility) -> None:
+    """Times before ``bounds.earliest`` or in the future, prices and sizes beyond the
+    bounds: unit or parsing mistakes (an epoch in the wrong unit lands in 1970)."""
+    latest = pd.Timestamp.now(tz="UTC") + bounds.future_slack
+    for name in ("ts", "exchange_ts"):
+        if name not in out.columns:
+            continue
+        ts = out[name]
+        early = (ts < bounds.earliest).fillna(False).to_numpy(dtype=bool)
+        _fail_if(early, out, src, name,
+                 f"time {ts[early].iloc[0] if early.any() else ''} is before "
+                 f"{bounds.earliest.date()}: wrong epoch unit or not a time?")
+        late = (ts > latest).fillna(False).to_numpy(dtype=bool)
+        _fail_if(late, out, src, name,
+                 f"time {ts[late].iloc[0] if late.any() else ''} is in the future: "
+                 "wrong epoch unit?")
+    for name in _PRICE_COLUMNS.get(kind, ()):
+        arr = out[name].to_numpy(dtype="float64", na_value=np.nan)
+        with np.errstate(invalid="ignore"):
+            bad = (arr < bounds.min_price) | (arr > bounds.max_price)
+        if bad.any():
+            _fail_if(bad, out, src, name,
+                     f"implausible price {arr[bad][0]:g} (bounds {bounds.min_price:g}.."
+                     f"{bounds.max_price:g}; see --min-price/--max-price)")
+    for name in _SIZE_COLUMNS.get(kind, ()):
+        arr = out[name].to_numpy(dtype="float64", na_value=np.nan)
+        with np.errstate(invalid="ignore"):
+            bad = arr > bounds.max_size
+        _fail_if(bad, out, src, name, f"implausible size (above {bounds.max_size:g})")
 
 
 def _column(columns: tuple[Column, ...], name: str) -> Column:

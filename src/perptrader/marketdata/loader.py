@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from perptrader.config import Settings
-from perptrader.core.errors import PerptraderError
+from perptrader.core.errors import InputError, PerptraderError
 from perptrader.core.instruments import Instrument
 from perptrader.core.timeframes import timeframe_delta, timeframe_ms
 from perptrader.marketdata.dataset import TS_DTYPE
@@ -297,7 +297,12 @@ def _instrument(symbol: str, market: str, exchange: str) -> Instrument:
 def _utc(value: object) -> pd.Timestamp | None:
     if value is None:
         return None
-    ts = pd.Timestamp(value)
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        ts = pd.NaT
+    if pd.isna(ts):
+        raise InputError(f"not a date or time: {value!r} (expected e.g. 2024-01-01)")
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 

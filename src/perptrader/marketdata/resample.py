@@ -15,11 +15,12 @@ understated one.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import pandas as pd
 
 from perptrader.core.timeframes import timeframe_ms
-from perptrader.marketdata.dataset import TS_DTYPE
 
 #: 1970-01-01 was a Thursday; Binance's weekly klines open on Monday 00:00 UTC.
 _MONDAY_MS = 4 * 86_400_000
@@ -71,11 +72,58 @@ def resample_bars(frame: pd.DataFrame, source_tf: str, target_tf: str) -> pd.Dat
         raise ValueError(f"bars lack column(s) {missing}")
     stamps_in = frame.index if as_index else frame["ts"]
     us = _epoch_us(stamps_in)  # all arithmetic in epoch microseconds (canonical resolution)
-    order = np.argsort(us, kind="stable")
-    us = us[order]
-    if len(us) > 1 and (np.diff(us) == 0).any():
-        raise ValueError("bars have duplicate timestamps")
+    # bars come sorted (strictly increasing: no duplicates either) in the live path and
+    # almost everywhere else: no reordering to do then (~per column, on every call)
+    order = None if len(us) < 2 or bool((us[1:] > us[:-1]).all()) else np.argsort(
+        us, kind="stable")
+    if order is not None:
+        us = us[order]
+        if (np.diff(us) == 0).any():
+            raise ValueError("bars have duplicate timestamps")
 
+    values = {}
+    for name in cols:
+        values[name] = _float(frame[name]) if order is None else _float(frame[name])[order]
+    opens, out, incomplete = _aggregate(us, values, source_tf, target_tf)
+
+    if "trade_count" in out:
+        result = pd.DataFrame(out, columns=cols)
+        counts_f = pd.array(np.round(out["trade_count"]), dtype="Float64")
+        result["trade_count"] = counts_f.astype("Int64")
+    else:  # all float64: one block (a frame from a dict costs a block per column)
+        block = np.empty((len(opens), len(cols)))
+        for i, name in enumerate(cols):
+            block[:, i] = out[name]
+        result = pd.DataFrame(block, columns=_labels(tuple(cols)), copy=False)
+    stamps = pd.DatetimeIndex(opens.view("M8[us]")).tz_localize("UTC")
+    if as_index:
+        result.index = stamps.rename(frame.index.name or "ts")
+    else:
+        result.insert(0, "ts", stamps)
+    result.attrs["incomplete_buckets"] = incomplete
+    return result
+
+
+def resample_sorted(us: np.ndarray, columns: dict[str, np.ndarray], source_tf: str,
+                    target_tf: str) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """``resample_bars`` on arrays: ``us`` the bars' open times in epoch microseconds,
+    STRICTLY increasing (checked), ``columns`` float64 bar columns by name. Returns the
+    complete buckets' open times (epoch µs) and their aggregated columns, the values
+    ``resample_bars`` gives (its frame, without building one per call)."""
+    if not can_resample(source_tf, target_tf):
+        raise ValueError(f"cannot build {target_tf} bars from {source_tf} bars: "
+                         f"{target_tf} is not a whole multiple of {source_tf} on the same grid")
+    if len(us) > 1 and not bool((us[1:] > us[:-1]).all()):
+        raise ValueError("resample_sorted needs strictly increasing open times")
+    opens, out, _ = _aggregate(np.asarray(us, dtype=np.int64), columns, source_tf,
+                               target_tf)
+    return opens, out
+
+
+def _aggregate(us: np.ndarray, columns: dict[str, np.ndarray], source_tf: str,
+               target_tf: str) -> tuple[np.ndarray, dict[str, np.ndarray], int]:
+    """(open µs of the complete buckets, their aggregates by column, buckets dropped as
+    incomplete) of sorted bars ``us`` (epoch µs) with float64 ``columns`` in that order."""
     src_us, dst_us = timeframe_ms(source_tf) * 1000, timeframe_ms(target_tf) * 1000
     off = anchor_ms(target_tf) * 1000
     bucket = (us - off) // dst_us * dst_us + off
@@ -90,8 +138,7 @@ def resample_bars(frame: pd.DataFrame, source_tf: str, target_tf: str) -> pd.Dat
         complete &= np.add.reduceat(off_grid, starts) == 0
 
     out: dict[str, np.ndarray] = {}
-    for name in cols:
-        values = _float(frame[name])[order]
+    for name, values in columns.items():
         if not len(us):
             agg = values
         elif name == "open":
@@ -105,22 +152,20 @@ def resample_bars(frame: pd.DataFrame, source_tf: str, target_tf: str) -> pd.Dat
         else:  # np.add propagates NaN: a sum with an unknown part stays unknown
             agg = np.add.reduceat(values, starts)
         out[name] = agg[complete]
-
-    result = pd.DataFrame(out, columns=cols)
-    if "trade_count" in result.columns:
-        counts_f = pd.array(np.round(out["trade_count"]), dtype="Float64")
-        result["trade_count"] = counts_f.astype("Int64")
     opens = bucket[starts][complete].astype(np.int64)
-    stamps = pd.to_datetime(opens, unit="us", utc=True).astype(TS_DTYPE)
-    if as_index:
-        result.index = pd.DatetimeIndex(stamps, name=frame.index.name or "ts")
-    else:
-        result.insert(0, "ts", stamps)
-    result.attrs["incomplete_buckets"] = int((~complete).sum())
-    return result
+    return opens, out, int((~complete).sum())
+
+
+@lru_cache(maxsize=256)
+def _labels(names: tuple[str, ...]) -> pd.Index:
+    """Column labels, built once per set (pandas builds a str Index from a list on every
+    frame)."""
+    return pd.Index(names)
 
 
 def _epoch_us(ts: pd.Series | pd.DatetimeIndex) -> np.ndarray:
+    if isinstance(ts, pd.DatetimeIndex) and ts.tz is not None:  # no conversion to make
+        return ts.as_unit("us").asi8.astype(np.int64)
     values = pd.DatetimeIndex(ts)
     if values.tz is None:
         values = values.tz_localize("UTC")
@@ -128,4 +173,6 @@ def _epoch_us(ts: pd.Series | pd.DatetimeIndex) -> np.ndarray:
 
 
 def _float(values: pd.Series) -> np.ndarray:
+    if values.dtype == np.float64:  # already numbers, NaN already NaN
+        return values.to_numpy()
     return pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)

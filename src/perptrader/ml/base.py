@@ -25,6 +25,8 @@ N_CLASSES = 3
 #: the label a build names by default (``features/labels.py``: -1 SELL, 0 HOLD, +1 BUY)
 DEFAULT_LABEL = "label_adaptive"
 OHLCV = ("open", "high", "low", "close", "volume")
+#: tables of at most this many rows take ``MLFrame.x``'s small-table path
+SMALL_TABLE = 64
 
 #: feature-family prefixes of the two experts' inputs (see ``feature_groups``)
 PATTERN_PREFIXES = ("vsa_", "candle_", "pattern_", "htf4h_vsa_", "htf4h_candle_",
@@ -58,7 +60,9 @@ class MLFrame:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        missing = [c for c in (*self.features, self.label) if c not in self.frame.columns]
+        # one hash set of plain strs: ``in`` on a str Index costs ~1 us a label
+        have = set(self.frame.columns.tolist())
+        missing = [c for c in (*self.features, self.label) if c not in have]
         if missing:
             raise KeyError(f"MLFrame: columns missing from the frame: {missing[:10]}")
 
@@ -77,7 +81,37 @@ class MLFrame:
     def x(self, rows: np.ndarray, columns: list[str] | None = None) -> np.ndarray:
         """Feature matrix (float32, NaN kept) of the given row positions."""
         cols = self.features if columns is None else columns
+        if len(self.frame) <= SMALL_TABLE:
+            fast = self._small_x(rows, cols)
+            if fast is not None:
+                return fast
         return self.frame[cols].to_numpy(np.float32)[rows]
+
+    def _small_x(self, rows: np.ndarray, cols: list[str]) -> np.ndarray | None:
+        """``x`` of a table of a few rows (the live path: one row, ~400 columns) whose
+        columns are all float64 and distinct: the positions of ``cols`` taken from the
+        table's one array, instead of pandas building a 375-column frame first (the
+        same float64 -> float32 conversion of the same values). None otherwise."""
+        rows = np.asarray(rows)
+        if rows.ndim != 1 or rows.dtype.kind not in "iu":
+            return None
+        frame = self.frame
+        values = frame.to_numpy()  # the block itself for a one-block float table
+        if values.dtype != np.float64:
+            return None
+        if not all(dtype == np.float64 for dtype in frame.dtypes):
+            return None  # e.g. ints and floats interleaved into float64
+        names = frame.columns.tolist()  # plain strs: lookups in a str Index are slow
+        if len(set(names)) != len(names) or not cols:
+            return None
+        first = names.index(cols[0]) if cols[0] in names else -1
+        if first >= 0 and names[first:first + len(cols)] == list(cols):
+            return values[rows, first:first + len(cols)].astype(np.float32)
+        position = {name: i for i, name in enumerate(names)}
+        if any(c not in position for c in cols):
+            return None  # the ordinary path names the missing column
+        at = np.fromiter((position[c] for c in cols), dtype=np.int64, count=len(cols))
+        return values[rows[:, None], at].astype(np.float32)
 
     def labelled(self, rows: np.ndarray) -> np.ndarray:
         """The positions among ``rows`` whose label is known."""

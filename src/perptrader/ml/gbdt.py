@@ -33,6 +33,10 @@ from perptrader.ml.models import read_config, write_config
 
 #: our own keys in ``params`` (the rest goes to the library unchanged)
 OWN_KEYS = ("n_estimators", "early_stopping_rounds", "progress_every", "class_weight")
+#: batches smaller than this are predicted on one thread: for the live path's one row,
+#: waking a thread pool costs ~200x the trees themselves (LightGBM: 7.7 ms -> 0.04 ms);
+#: larger (batch) predictions keep the configured thread count
+SMALL_BATCH = 256
 
 
 def class_weight_table(y: np.ndarray) -> np.ndarray:
@@ -246,7 +250,9 @@ class LightGBMModel(_BoostedTrees):
         return (list(evals["train"]["multi_logloss"]), list(evals["val"]["multi_logloss"]))
 
     def _predict(self, x):
-        return self._model.predict(x, num_iteration=self.best_iteration + 1)
+        # a handful of rows (the live path): threads cost far more than the trees
+        extra = {"num_threads": 1} if len(x) < SMALL_BATCH else {}
+        return self._model.predict(x, num_iteration=self.best_iteration + 1, **extra)
 
     def _gain(self):
         return self._model.feature_importance("gain", iteration=self.best_iteration + 1)
@@ -309,14 +315,23 @@ class XGBoostModel(_BoostedTrees):
         self.best_iteration = int(self._model.best_iteration)
         return list(evals["train"]["mlogloss"]), list(evals["val"]["mlogloss"])
 
-    def _dmatrix(self, x):
+    def _dmatrix(self, x, nthread: int | None = None):
         import xgboost as xgb
 
-        return xgb.DMatrix(x, feature_names=_names(x.shape[1]), missing=np.nan)
+        return xgb.DMatrix(x, feature_names=_names(x.shape[1]), missing=np.nan,
+                           nthread=nthread)
 
     def _predict(self, x):
-        return self._model.predict(self._dmatrix(x),
-                                   iteration_range=(0, self.best_iteration + 1))
+        if len(x) >= SMALL_BATCH:
+            return self._model.predict(self._dmatrix(x),
+                                       iteration_range=(0, self.best_iteration + 1))
+        # a handful of rows (the live path): one thread, then the configured count back
+        self._model.set_param({"nthread": 1})
+        try:
+            return self._model.predict(self._dmatrix(x, nthread=1),
+                                       iteration_range=(0, self.best_iteration + 1))
+        finally:
+            self._model.set_param({"nthread": int(self.params.get("nthread", -1))})
 
     def _gain(self):
         score = self._model.get_score(importance_type="total_gain")
@@ -378,7 +393,10 @@ class CatBoostModel(_BoostedTrees):
         return list(evals["learn"]["MultiClass"]), list(evals["validation"]["MultiClass"])
 
     def _predict(self, x):
-        # use_best_model=True already cut the model to best_iteration + 1 trees
+        # use_best_model=True already cut the model to best_iteration + 1 trees; a
+        # handful of rows (the live path) on one thread
+        if len(x) < SMALL_BATCH:
+            return self._model.predict_proba(x, thread_count=1)
         return self._model.predict_proba(x)
 
     def _gain(self):

@@ -1,11 +1,20 @@
-"""A registered model as a backtest strategy: ``--strategy model:NAME[@VERSION]``.
+"""A registered model as a policy: ``--strategy model:NAME[@VERSION]``.
 
-``targets(frame)`` rebuilds the model's feature set on the backtest frame (the same
-``build_ml_frame`` the model was trained on), REFUSES the frame when its feature list or
-hash differs from the manifest (``registry.load_registered``), predicts every bar and
-applies the thresholds of ``ml.trading.signals``. Bars dropped by the feature warm-up
-(and, for sequence experts, the first ``seq_len - 1`` bars after it) have no prediction
-and get target 0 (flat).
+``targets(frame)`` rebuilds the model's features on the frame (the same
+``build_ml_frame`` the model was trained on, restricted to the families whose columns
+the model reads: ``features.pipeline.families_of``), predicts every bar and applies the
+thresholds of ``ml.trading.signals``. A frame with MORE inputs than the model was
+trained with is fine (the extra families are not built); a frame lacking an input of
+one of the model's families is refused, naming the missing features, and so is a
+feature list or hash that differs from the manifest (``registry.feature_mismatch``).
+Bars inside the feature warm-up (and, for sequence experts, the first ``seq_len - 1``
+bars after it) have no prediction and get target 0 (flat).
+
+``decide(bars, account)`` gives the same number for the last bar from the LIVE feature
+path (``features.incremental.IncrementalFeatures``: one bar's features from bounded
+tails), with a buffer of the last ``seq_len`` feature rows for sequence experts. The
+state (live features, row buffer, last bar seen) is rebuilt from ``bars`` whenever the
+previous call was not for the bar just before; the model is loaded once per object.
 
 No look-ahead: the features are causal (the pipeline's look-ahead check) and a bar's
 target depends only on its own probabilities, so targets of rows <= t are the same
@@ -29,6 +38,7 @@ import pandas as pd
 
 from perptrader.core.errors import PerptraderError
 from perptrader.ml.trading import signals
+from perptrader.strategies.base import AccountView, PolicyBase
 
 PREFIX = "model:"
 
@@ -46,8 +56,18 @@ def parse_model_ref(text: str) -> tuple[str, int | None]:
     return name, int(version)
 
 
+def sequence_length(model: Any) -> int:
+    """Rows of features one prediction reads: ``seq_len`` for sequence experts, the
+    longest member's for a stack, 1 for row models (gradient boosting)."""
+    config = getattr(model, "config", None)
+    own = int(getattr(config, "seq_len", 1) or 1) if callable(
+        getattr(model, "usable_rows", None)) else 1
+    members = getattr(model, "members", None) or ()
+    return max([own, *(sequence_length(m) for m in members)])
+
+
 @dataclass
-class ModelStrategy:
+class ModelStrategy(PolicyBase):
     """Long when P(BUY) >= buy_threshold (and > P(SELL)), short when P(SELL) >=
     sell_threshold (and > P(BUY)), else flat; see ``ml.trading.signals``."""
 
@@ -55,8 +75,14 @@ class ModelStrategy:
     version: int | None = None
     buy_threshold: float = 0.45
     sell_threshold: float = 0.45
+    #: (model, manifest), loaded on first use and kept: a policy is one model version
     _loaded: tuple[Any, dict[str, Any]] | None = field(default=None, init=False, repr=False,
                                                        compare=False)
+    #: per-run state of ``decide`` (see the module doc)
+    _live: dict[str, Any] = field(default_factory=dict, init=False, repr=False,
+                                  compare=False)
+    #: ``warmup_bars`` of the loaded model (decide reads it every bar)
+    _warmup: int | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("buy_threshold", "sell_threshold"):
@@ -66,21 +92,53 @@ class ModelStrategy:
             setattr(self, name, value)
 
     @property
-    def name(self) -> str:
+    def name(self) -> str:  # type: ignore[override]
         return f"{PREFIX}{self.model}"
 
     @property
     def params(self) -> dict[str, Any]:
-        from perptrader.ml.registry import show
+        return {"model": self.model, "version": self.manifest()["version"],
+                "buy_threshold": self.buy_threshold, "sell_threshold": self.sell_threshold}
 
-        version = self.version if self.version is not None else show(self.model)["version"]
-        return {"model": self.model, "version": version, "buy_threshold": self.buy_threshold,
-                "sell_threshold": self.sell_threshold}
+    @property
+    def warmup_bars(self) -> int:
+        """The feature warm-up of the model's families, plus ``seq_len - 1`` rows of
+        features for sequence experts: the first bar with a prediction."""
+        if self._warmup is None:
+            from perptrader.features.pipeline import candidate_families
+            from perptrader.features.sets import get_set
+
+            manifest = self.manifest()
+            wanted = set(self._family_names())
+            families = candidate_families(get_set(manifest["feature_set"]),
+                                          manifest["timeframe"])
+            warmup = max((f.warmup for f in families if f.name in wanted), default=0)
+            self._warmup = warmup + sequence_length(self.loaded()[0]) - 1
+        return self._warmup
+
+    def loaded(self) -> tuple[Any, dict[str, Any]]:
+        """The model and its manifest, read from the registry once per policy."""
+        if self._loaded is None:
+            from perptrader.ml.registry import load_registered
+
+            self._loaded = load_registered(self.model, self.version)
+        return self._loaded
 
     def manifest(self) -> dict[str, Any]:
-        from perptrader.ml.registry import show
+        return self.loaded()[1]
 
-        return show(self.model, self.version)
+    def _family_names(self) -> list[str]:
+        from perptrader.features.pipeline import families_of
+        from perptrader.features.sets import get_set
+
+        manifest = self.manifest()
+        return families_of(list(manifest["features"]), get_set(manifest["feature_set"]),
+                           manifest["timeframe"])
+
+    def _refuse(self, problem: str) -> PerptraderError:
+        manifest = self.manifest()
+        return PerptraderError(f"model {self.model!r} v{manifest['version']}: this frame's "
+                               f"features do not match: {problem}")
 
     def probabilities(self, frame: pd.DataFrame) -> pd.DataFrame:
         """SELL/HOLD/BUY probabilities of every bar the model can predict (after the
@@ -89,30 +147,25 @@ class ModelStrategy:
         from perptrader.ml.dataset import build_ml_frame
         from perptrader.ml.registry import (
             feature_mismatch,
-            load_registered,
             predict_registered,
             predictable_rows,
         )
 
-        manifest = self.manifest()
+        model, manifest = self.loaded()
         try:
             data = build_ml_frame(frame, symbol=manifest["symbol"],
                                   timeframe=manifest["timeframe"],
-                                  feature_set=manifest["feature_set"], label=manifest["label"])
+                                  feature_set=manifest["feature_set"], label=manifest["label"],
+                                  families=self._family_names())
         except ValueError as exc:  # too few bars for the warm-up
             raise PerptraderError(f"model {self.model!r}: cannot build its features on this "
                                   f"frame: {exc}") from None
-        if self._loaded is None or self._loaded[1]["version"] != manifest["version"]:
-            self._loaded = load_registered(self.model, manifest["version"], data=data)
-        else:
-            problem = feature_mismatch(self._loaded[1], data)
-            if problem:
-                raise PerptraderError(f"model {self.model!r} v{manifest['version']}: this "
-                                      f"frame's features do not match: {problem}")
-        model, loaded_manifest = self._loaded
+        problem = feature_mismatch(manifest, data)
+        if problem:
+            raise self._refuse(problem)
         # sequence experts need seq_len - 1 bars of features first: those bars are flat
         rows = predictable_rows(model, data, np.arange(len(data), dtype=np.int64))
-        proba = predict_registered(model, loaded_manifest, data, rows)
+        proba = predict_registered(model, manifest, data, rows)
         return pd.DataFrame(np.asarray(proba, dtype=np.float64), index=data.index[rows],
                             columns=list(CLASSES))
 
@@ -121,6 +174,122 @@ class ModelStrategy:
         sig = pd.Series(signals(proba.to_numpy(), self.buy_threshold, self.sell_threshold),
                         index=proba.index)
         return sig.reindex(frame.index).fillna(0.0).to_numpy(dtype=np.float64)
+
+    # -- the per-bar path ---------------------------------------------------------------
+    def decide(self, bars: pd.DataFrame, account: AccountView) -> float:
+        """``targets(bars)[-1]`` from one bar's live features (see the module doc)."""
+        if len(bars) == 0:
+            raise ValueError(f"{self.name}: decide needs at least one bar")
+        live = self._live
+        if len(bars) - 1 < self.warmup_bars:
+            live.clear()  # no prediction yet: flat, exactly like the batch form
+            return 0.0
+        if len(bars) >= 2 and live.get("ts") == bars.index[-2]:
+            last = bars.iloc[-1:]  # one slice (a list index, ``iloc[[-1]]``, is a take)
+            row = live["features"].update(last).to_numpy()
+            # our own slice: its column reads below need not deep-copy the loader's
+            # provenance (``attrs``) each (the live features checked its timeframe)
+            last.attrs = {}
+            seq = live["seq"]
+            if seq == 1:
+                live["rows"] = row[None, :]
+                live["ohlcv"] = _ohlcv_values(last)
+                live["index"] = last.index
+            else:
+                live["rows"] = np.vstack([live["rows"], row])[-seq:]
+                live["ohlcv"] = np.vstack([live["ohlcv"], _ohlcv_values(last)])[-seq:]
+                live["index"] = live["index"].append(last.index)[-seq:]
+        else:
+            self._rebuild(bars)
+        live["ts"] = bars.index[-1]
+        return float(self._predict_last())
+
+    def _rebuild(self, bars: pd.DataFrame) -> None:
+        """The live state from all of ``bars``: live features with ``bars[:-1]`` as
+        history, and the feature rows of the last ``seq_len`` bars."""
+        from perptrader.features.base import FeatureContext
+        from perptrader.features.incremental import MARGIN_ROWS, IncrementalFeatures
+        from perptrader.features.pipeline import compute_features, feature_hash, plan
+        from perptrader.features.sets import get_set
+
+        model, manifest = self.loaded()
+        ctx = FeatureContext(symbol=manifest["symbol"], timeframe=manifest["timeframe"])
+        wanted = set(self._family_names())
+        the_plan = plan(bars, get_set(manifest["feature_set"]), ctx)
+        the_plan = type(the_plan)(tuple(f for f in the_plan.families if f.name in wanted))
+        names = the_plan.names
+        if names != list(manifest["features"]):
+            missing = [f for f in manifest["features"] if f not in set(names)]
+            raise self._refuse(f"{len(missing)} feature(s) missing: {missing[:10]}"
+                               if missing else "same features in a different order")
+        if feature_hash(the_plan) != manifest.get("feature_hash"):
+            raise self._refuse(f"feature hash {feature_hash(the_plan)!r} != the model's "
+                               f"{manifest.get('feature_hash')!r}")
+        seq = sequence_length(model)
+        features = IncrementalFeatures(the_plan.families, ctx, bars.iloc[:-1])
+        if seq > 1:
+            tail = bars.iloc[-(features.buffer_rows + MARGIN_ROWS + seq):-1]
+            before = compute_features(tail, the_plan.families, ctx).to_numpy(np.float64)
+            before = before[-(seq - 1):]
+        else:
+            before = np.empty((0, len(names)))
+        row = features.update(bars.iloc[[-1]])
+        ohlcv = _ohlcv(bars.iloc[-seq:])
+        label = manifest["label"]
+        columns = [*ohlcv.columns, *names, label]
+        self._live.update(features=features, seq=seq, names=names,
+                          rows=np.vstack([before, row.to_numpy()]),
+                          ohlcv=ohlcv.to_numpy(), index=ohlcv.index,
+                          # one float64 block of OHLCV, features and the (unknown) label:
+                          # the table ``_predict_last`` builds every bar, without pandas'
+                          # concatenation; only where its columns are distinct (else the
+                          # general construction below)
+                          columns=pd.Index(columns) if len(set(columns)) == len(columns)
+                          else None)
+
+    def _predict_last(self) -> float:
+        """The target of the newest buffered row: the model on a small table of the
+        buffered rows (a sequence expert normalises each window on its own)."""
+        from perptrader.ml.base import OHLCV, MLFrame
+        from perptrader.ml.registry import predict_registered
+
+        model, manifest = self.loaded()
+        live = self._live
+        if live["columns"] is not None:
+            block = np.empty((len(live["rows"]), len(live["columns"])))
+            n_ohlcv = live["ohlcv"].shape[1]
+            block[:, :n_ohlcv] = live["ohlcv"]
+            block[:, n_ohlcv:-1] = live["rows"]
+            block[:, -1] = np.nan
+            table = pd.DataFrame(block, index=live["index"], columns=live["columns"],
+                                 copy=False)
+        else:
+            ohlcv = pd.DataFrame(live["ohlcv"], index=live["index"], columns=list(OHLCV))
+            table = pd.DataFrame(live["rows"], index=live["index"], columns=live["names"])
+            table = pd.concat([ohlcv, table], axis=1)
+            table[manifest["label"]] = np.nan
+        data = MLFrame(table, live["names"], label=manifest["label"],
+                       horizon=int(manifest.get("horizon") or 1), meta={})
+        rows = np.array([len(table) - 1], dtype=np.int64)
+        proba = predict_registered(model, manifest, data, rows)
+        return float(signals(proba, self.buy_threshold, self.sell_threshold)[0])
+
+
+def _ohlcv(bars: pd.DataFrame) -> pd.DataFrame:
+    from perptrader.ml.base import OHLCV
+
+    return bars[list(OHLCV)].astype("float64")
+
+
+def _ohlcv_values(bars: pd.DataFrame) -> np.ndarray:
+    """``_ohlcv(bars).to_numpy()``: read column by column where they are float64 already
+    (selecting a list of columns costs ~0.3 ms, for one row on every bar)."""
+    from perptrader.ml.base import OHLCV
+
+    columns = [bars[c] for c in OHLCV]
+    if all(c.dtype == np.float64 for c in columns):
+        return np.column_stack([c.to_numpy() for c in columns])
+    return _ohlcv(bars).to_numpy()
 
 
 def model_strategy(name: str, params: Mapping[str, object] | None = None) -> ModelStrategy:

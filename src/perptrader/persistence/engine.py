@@ -36,6 +36,7 @@ from typing import Literal
 import sqlalchemy as sa
 from sqlalchemy import event
 
+from perptrader.core.secrets import mask_url
 from perptrader.persistence.codec import dumps, loads
 from perptrader.persistence.errors import TradingStateError
 
@@ -100,7 +101,7 @@ def _sqlite_target(path: Path) -> Target:
 
 
 def _hide_password(url: str) -> str:
-    return re.sub(r"(://[^:/@]+:)[^@/]*@", r"\1***@", url)
+    return mask_url(url)
 
 
 def create_engine(target: Target, *, synchronous: Synchronous = "FULL") -> sa.Engine:

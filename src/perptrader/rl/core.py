@@ -20,7 +20,13 @@ from numba import njit, prange
 
 from perptrader.rl import actions as ACT
 from perptrader.rl import reward as R
+from perptrader.rl.numba_cache import follow_sources
 from perptrader.sim import kernel as K
+
+# This module's cached machine code has the kernel (and the action/reward helpers and
+# their constants) compiled into it: its cache must go stale when THEIR source changes,
+# not only when this file does (numba alone would only notice the latter).
+follow_sources(__file__, [K.__file__, ACT.__file__, R.__file__])
 
 # ---- per-environment state, E[N, NE] ------------------------------------------------------
 (E_T, E_END, E_TARGET, E_LAST, E_PEAK, E_PREV_EQ, E_ENTRY_BAR, E_TRADE_EQ, E_DSR_A, E_DSR_B,

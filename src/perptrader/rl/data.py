@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from perptrader.core.errors import PerptraderError
+from perptrader.core.errors import InputError, PerptraderError
 from perptrader.core.timeframes import timeframe_delta
 from perptrader.marketdata.store.base import MarketStore
 from perptrader.ml.base import MLFrame
@@ -71,7 +71,12 @@ def load_window(store: MarketStore, symbol: str, timeframe: str, start: Any, end
 
 def utc(t: Any) -> pd.Timestamp:
     """A time as a UTC timestamp (naive = UTC)."""
-    ts = pd.Timestamp(t)
+    try:
+        ts = pd.Timestamp(t)
+    except (ValueError, TypeError):
+        ts = pd.NaT
+    if pd.isna(ts):
+        raise InputError(f"not a date or time: {t!r} (expected e.g. 2024-01-01)")
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 

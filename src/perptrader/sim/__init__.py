@@ -10,8 +10,15 @@ from perptrader.sim.costs import CostModel
 from perptrader.sim.engine import BookLevels, simulate, simulate_portfolio
 from perptrader.sim.market import BarInput, MarketData
 from perptrader.sim.result import SimResult
-from perptrader.sim.tiers import MarginTiers, liquidation_price, load_tiers
+from perptrader.sim.tiers import (
+    MarginTiers,
+    TiersTable,
+    liquidation_price,
+    load_tiers,
+    load_tiers_file,
+    tiers_scope,
+)
 
 __all__ = ["Account", "BarInput", "BookLevels", "CostModel", "MarginTiers", "MarketData",
-           "SimConfig", "SimResult", "StepReport", "liquidation_price", "load_tiers",
-           "simulate", "simulate_portfolio"]
+           "SimConfig", "SimResult", "StepReport", "TiersTable", "liquidation_price",
+           "load_tiers", "load_tiers_file", "simulate", "simulate_portfolio", "tiers_scope"]

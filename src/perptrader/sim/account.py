@@ -26,7 +26,7 @@ from perptrader.sim import kernel as K
 from perptrader.sim.config import SimConfig
 from perptrader.sim.market import BarInput
 from perptrader.sim.setup import initial_state, resolve_tiers, run_params, symbol_params
-from perptrader.sim.tiers import MarginTiers
+from perptrader.sim.tiers import MarginTiers, fallback_warning
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,8 @@ class Account:
         self.config = config
         self.symbol = symbol
         self.tiers = resolve_tiers(config, symbol, tiers)
+        #: what a result on this account must say (the DEFAULT ladder stands in)
+        self.warnings: list[str] = [fallback_warning(self.tiers)] if self.tiers.fallback else []
         self._step_ns = timeframe_ms(timeframe) * 1_000_000
         self._params = run_params(config)
         self._sp, self._tb = symbol_params(config, [self.tiers])

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from perptrader.sim.costs import CostModel
-from perptrader.sim.tiers import MarginTiers
+from perptrader.sim.tiers import MarginTiers, TiersTable
 
 Sizing = Literal["equity_fraction", "notional", "risk"]
 
@@ -29,7 +29,11 @@ class SimConfig:
     * ``stop_loss`` / ``take_profit`` / ``trailing_stop``: fractions of the average entry
       price (trailing: of the best price since entry); None = off.
     * ``fill_delay``: bars between the decision (bar close) and the fill (bar open), >= 1.
-    * ``tiers``: None -> ``load_tiers("binance", symbol)``; unknown symbols raise.
+    * ``tiers``: one symbol's brackets; None -> ``tiers_table``, then the published table
+      (``load_tiers("binance", symbol)``), then the conservative DEFAULT ladder with a
+      warning in the result.
+    * ``tiers_table``: a user's brackets file (``sim.tiers.load_tiers_file``).
+    * ``strict_tiers``: refuse a symbol without brackets instead of using DEFAULT.
     """
 
     initial_cash: float = 10_000.0
@@ -44,6 +48,8 @@ class SimConfig:
     trailing_stop: float | None = None
     fill_delay: int = 1
     tiers: MarginTiers | None = None
+    tiers_table: TiersTable | None = None
+    strict_tiers: bool = False
 
     def __post_init__(self) -> None:
         if not (self.initial_cash > 0 and math.isfinite(self.initial_cash)):

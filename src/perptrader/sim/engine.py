@@ -27,7 +27,7 @@ from perptrader.sim.setup import (
     schedule_orders,
     symbol_params,
 )
-from perptrader.sim.tiers import MarginTiers
+from perptrader.sim.tiers import MarginTiers, fallback_warning
 
 
 @dataclass(frozen=True)
@@ -127,6 +127,7 @@ def _run(markets: list[MarketData], targets: list[np.ndarray], config: SimConfig
                            f"{n_orders} orders (bound {max_fills}): accounting bug")
     symbols = [m.symbol for m in markets]
     index = markets[0].index
+    warnings.extend(fallback_warning(t) for t in tiers if t.fallback)
     warnings.extend(account_warnings(w, st, symbols))
     info = {m.symbol: m.info for m in markets} if S > 1 else dict(markets[0].info)
     tiers_info = {t.symbol: t.source for t in tiers}

@@ -10,9 +10,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from perptrader.core.logging import get_logger
 from perptrader.sim import kernel as K
 from perptrader.sim.config import SimConfig
-from perptrader.sim.tiers import MarginTiers, load_tiers
+from perptrader.sim.tiers import MarginTiers, fallback_warning, resolve
 
 _SIZING = {"equity_fraction": K.SIZING_EQUITY, "notional": K.SIZING_NOTIONAL,
            "risk": K.SIZING_RISK}
@@ -39,12 +40,18 @@ def run_params(config: SimConfig) -> np.ndarray:
 
 def resolve_tiers(config: SimConfig, symbol: str, tiers: MarginTiers | None = None
                   ) -> MarginTiers:
-    """Explicit tiers, else the config's, else the published table (error if unknown)."""
+    """Explicit tiers, else the config's, else its brackets file (or the ambient
+    ``tiers_scope``), else the published table, else the DEFAULT ladder (``fallback``;
+    an error when ``config.strict_tiers`` or the scope is strict)."""
     if tiers is not None:
         return tiers
     if config.tiers is not None:
         return config.tiers
-    return load_tiers("binance", symbol)
+    found = resolve(symbol, table=config.tiers_table, strict=config.strict_tiers or None)
+    if found.fallback:  # every path (backtest, Account, the RL batch) leaves a log line
+        get_logger(__name__).warning("margin tiers fallback", symbol=found.symbol,
+                                     detail=fallback_warning(found))
+    return found
 
 
 def symbol_params(config: SimConfig, tiers: Sequence[MarginTiers]

@@ -23,6 +23,7 @@ equity come out as from an uninterrupted run; a client order id is never reused
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import time
@@ -39,6 +40,7 @@ from perptrader.persistence.tx import Tx
 from perptrader.sim import StepReport
 from perptrader.strategies import Policy
 from perptrader.trading import ids
+from perptrader.trading.control import CONTROL
 from perptrader.trading.feeds import BarFeed, ClosedBar
 from perptrader.trading.orders import (
     Order,
@@ -54,9 +56,8 @@ from perptrader.trading.spec import RunSpec
 
 #: a grouped commit never holds bars longer than this
 MAX_UNWRITTEN_SECONDS = 0.5
-#: run_state keys
+#: run_state keys (the control command's is trading.control's)
 CHECKPOINT = "checkpoint"
-CONTROL = "control"
 ACCOUNT_PREFIX = "account:"
 
 
@@ -89,7 +90,7 @@ class Engine:
         self.state = state
         self.open_orders: dict[str, Order] = {
             s: Order.from_dict(d) for s, d in state.get("open_orders", {}).items()}
-        self.policy_version = _policy_version(policy)
+        self.policy_version, self.feature_hash = _policy_identity(policy)
         #: bars per transaction: 1 for paced and live runs; a fast replay may group bars
         #: (a crash then redoes at most those bars, deterministically)
         self.commit_every = max(1, int(commit_every))
@@ -163,6 +164,11 @@ class Engine:
         try:
             for done, batch in enumerate(self.feed.batches(after), start=1):
                 summary = self.process(batch)
+                if done == 1:
+                    # the first bar loaded models and built the policy's live state: keep
+                    # those long-lived objects out of the collector's full passes, which
+                    # would otherwise stall a bar for a few hundred milliseconds
+                    gc.freeze()
                 if on_bar is not None:
                     on_bar(summary)
                 if max_bars is not None and done >= max_bars:
@@ -377,7 +383,9 @@ class Engine:
                 "fees_paid": sum(a.fees_paid for a in accounts),
                 "funding_paid": sum(a.funding_paid for a in accounts),
                 "position": {s: {"qty": a.position, "entry_price": a.entry_price,
-                                 "equity": a.equity}
+                                 "equity": a.equity, "mark": a.mark_price,
+                                 "margin": a.position_margin, "upnl": a.unrealized_pnl,
+                                 "maintenance_margin": a.maintenance_margin()}
                              for s, a in self.broker.accounts.items()}}
 
     def _checkpoint(self, tx: Tx) -> None:
@@ -448,7 +456,8 @@ class _Work:
                                updated_ts=pos["ts"])
         for symbol, ts, raw, target in self.decisions:
             tx.insert_decision(run_id, symbol, ts, policy=engine.policy.name,
-                               policy_version=engine.policy_version, feature_hash=None,
+                               policy_version=engine.policy_version,
+                               feature_hash=engine.feature_hash,
                                target=target,
                                detail={"raw": None if math.isnan(raw) else raw})
         for kind, payload in self.audit:
@@ -478,10 +487,19 @@ def _remaining(feed: BarFeed, ts: pd.Timestamp) -> int:
     return remaining(ts) if callable(remaining) else 1 << 30
 
 
-def _policy_version(policy: Policy) -> str | None:
-    params = policy.params
-    version = params.get("version") if isinstance(params, dict) else None
-    return None if version is None else str(version)
+def _policy_identity(policy: Policy) -> tuple[str | None, str | None]:
+    """(version, feature hash) of a registered model or agent policy; (None, None) for a
+    rule. Journaled with every decision, so a decision can be traced to its model."""
+    manifest: Any = None
+    if callable(getattr(policy, "manifest", None)):
+        manifest = policy.manifest()  # type: ignore[attr-defined]
+    elif callable(getattr(policy, "loaded", None)):
+        first = policy.loaded()[0]  # type: ignore[attr-defined]
+        manifest = first if isinstance(first, dict) else None
+    if not isinstance(manifest, dict):
+        return None, None
+    version = manifest.get("version") or manifest.get("created")
+    return (None if version is None else str(version)), manifest.get("feature_hash")
 
 
 def _as_dict(row: Any) -> dict[str, Any]:

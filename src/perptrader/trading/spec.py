@@ -44,6 +44,8 @@ class RunSpec:
     #: a replay closes every position at the open of its last bar, as a backtest does
     close_at_end: bool = True
     speed: float | None = None
+    #: a brackets file (``--tiers FILE``) for symbols the published table lacks, or None
+    tiers: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in ("paper", "live"):
@@ -67,6 +69,8 @@ class RunSpec:
         out["symbols"] = list(self.symbols)
         out["risk"] = list(self.risk)
         out["replay"] = list(self.replay) if self.replay else None
+        if out["tiers"] is None:  # runs started before --tiers existed keep their id
+            del out["tiers"]
         return out
 
     @property
@@ -95,9 +99,12 @@ class RunSpec:
         if lev < self.leverage:
             raise PerptraderError(f"the policy's margin leverage {lev} is below --leverage "
                                   f"{self.leverage}")
+        from perptrader.sim.tiers import load_tiers_file
+
         return SimConfig(initial_cash=self.initial_cash / len(self.symbols), leverage=lev,
                          margin_mode=self.margin_mode, costs=self.costs(),
-                         fill_delay=self.fill_delay)
+                         fill_delay=self.fill_delay,
+                         tiers_table=load_tiers_file(self.tiers) if self.tiers else None)
 
     def window(self) -> tuple[pd.Timestamp, pd.Timestamp]:
         if self.replay is None:

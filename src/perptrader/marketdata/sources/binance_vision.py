@@ -5,6 +5,9 @@ Layouts differ by market and age: futures kline CSVs have a header since 2022, s
 ones never do; spot timestamps switched to microseconds in 2025. So the columns are
 read by position for klines, the unit is detected from magnitudes, and the market comes
 from the path (``spot`` / ``futures`` / ``um`` in folder or file names) or --market.
+Kline files with a header are read by column NAME (official snake_case or the camelCase
+of REST dumps); a header naming a column no known layout has is refused rather than
+read by position, which would silently swap columns.
 """
 
 from __future__ import annotations
@@ -29,7 +32,21 @@ KLINE_COLUMNS = ["open_time", "open", "high", "low", "close", "volume", "close_t
                  "quote_volume", "count", "taker_buy_volume", "taker_buy_quote_volume",
                  "ignore"]
 _KLINE_HEADERS = {"open_time", "opentime"}
-_NAME = re.compile(r"(?P<symbol>[A-Z0-9]{5,})-(?P<what>\d+[smhdwM]|aggTrades|trades|fundingRate"
+#: header names of kline columns (lower-case, without '_') -> KLINE_COLUMNS name
+_KLINE_ALIASES = {
+    "opentime": "open_time", "open": "open", "high": "high", "low": "low", "close": "close",
+    "volume": "volume", "closetime": "close_time", "quotevolume": "quote_volume",
+    "quoteassetvolume": "quote_volume", "count": "count", "trades": "count",
+    "numberoftrades": "count", "takerbuyvolume": "taker_buy_volume",
+    "takerbuybase": "taker_buy_volume", "takerbuybasevolume": "taker_buy_volume",
+    "takerbuybaseassetvolume": "taker_buy_volume",
+    "takerbuyquotevolume": "taker_buy_quote_volume",
+    "takerbuyquote": "taker_buy_quote_volume",
+    "takerbuyquoteassetvolume": "taker_buy_quote_volume", "ignore": "ignore",
+}
+_KLINE_REQUIRED = ("open_time", "open", "high", "low", "close")
+_NAME = re.compile(r"(?<![A-Za-z0-9_])(?P<symbol>[A-Z0-9]{5,}|[A-Z0-9]+_[A-Z0-9]+(?:_[A-Z0-9]+)?)"
+                   r"-(?P<what>\d+[smhdwM]|aggTrades|trades|fundingRate"
                    r"|funding|metrics|bookTicker|bookDepth)")
 _PRICE_KIND = {"markpriceklines": Kind.MARK, "mark": Kind.MARK, "indexpriceklines": Kind.INDEX,
                "index": Kind.INDEX}
@@ -91,7 +108,14 @@ class BinanceVision:
                 hints: ImportHints) -> Dataset:
         if not is_timeframe(timeframe):
             raise UnknownFormatError("timeframe unknown: pass --timeframe", path=path)
-        frame = self._csv(path, has_header, KLINE_COLUMNS)
+        if has_header:
+            frame = self._csv(path, True, None)
+            frame.columns = _kline_header(list(frame.columns), path)
+            for col in KLINE_COLUMNS:
+                if col not in frame.columns:
+                    frame[col] = np.nan
+        else:
+            frame = self._csv(path, False, KLINE_COLUMNS)
         kind = hints.kind or next((k for t, k in _PRICE_KIND.items()
                                    if t in path_tokens(path)), Kind.OHLCV)
         out = pd.DataFrame({
@@ -167,6 +191,28 @@ class BinanceVision:
         yield Dataset(Kind.TAKER_RATIO, instrument, pd.DataFrame({
             "ts": ts, "buy_sell_ratio": frame["sum_taker_long_short_vol_ratio"]},
             index=frame.index), None, str(path))
+
+
+def _kline_header(header: list[str], path: Path) -> list[str]:
+    """Header names -> KLINE_COLUMNS names; refuse unknown, repeated or missing ones."""
+    out: list[str] = []
+    for raw in header:
+        key = str(raw).strip().lower().replace("_", "").replace(" ", "")
+        name = _KLINE_ALIASES.get(key)
+        if name is None:
+            raise DataFormatError(
+                f"kline header column {str(raw).strip()!r} is not in a known layout "
+                f"(expected names like {', '.join(KLINE_COLUMNS)})", path=path, row=1,
+                field=str(raw).strip())
+        if name in out:
+            raise DataFormatError(f"kline header names {name} twice", path=path, row=1,
+                                  field=str(raw).strip())
+        out.append(name)
+    missing = [c for c in _KLINE_REQUIRED if c not in out]
+    if missing:
+        raise DataFormatError(f"kline header lacks {missing}", path=path, row=1,
+                              field=missing[0])
+    return out
 
 
 def _market(path: Path, header: list[str]) -> str:

@@ -7,8 +7,10 @@ import gzip
 import io
 import re
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote
 
 from perptrader.core.errors import DataFormatError
 from perptrader.core.instruments import normalize_symbol
@@ -31,6 +33,71 @@ def open_bytes(path: Path) -> io.BufferedIOBase:
     return open(path, "rb")
 
 
+_CHUNK = 1 << 20
+
+
+def check_archive(path: Path) -> None:
+    """Read a .gz or .zip through once and name what is wrong with it: truncated,
+    corrupt compressed data, a bad CRC, several members. Other files pass untouched.
+
+    Raises DataFormatError; readers can then trust ``open_bytes`` to stream the data."""
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        _check_gzip(path)
+    elif name.endswith(".zip"):
+        _check_zip(path)
+
+
+def _check_gzip(path: Path) -> None:
+    with open(path, "rb") as fh:
+        if fh.read(2) != b"\x1f\x8b":
+            raise DataFormatError("not a gzip file (the name ends .gz, the content does "
+                                  "not start with the gzip magic bytes)", path=path)
+        fh.seek(0)
+        inflater = zlib.decompressobj(wbits=31)
+        while True:
+            buf = fh.read(_CHUNK)
+            if not buf:
+                raise DataFormatError("truncated gzip file (the compressed data ends early)",
+                                      path=path)
+            try:
+                while buf and not inflater.eof:
+                    inflater.decompress(buf, _CHUNK)  # output discarded: a check only
+                    buf = inflater.unconsumed_tail
+            except zlib.error as exc:
+                what = ("bad CRC (the data does not match its checksum)"
+                        if "data check" in str(exc) or "length check" in str(exc)
+                        else f"corrupt compressed data ({exc})")
+                raise DataFormatError(f"corrupt gzip file: {what}", path=path) from None
+            if inflater.eof:
+                if (inflater.unused_data + fh.read()).strip(b"\x00"):
+                    raise DataFormatError(
+                        "gzip file with two or more members (concatenated archives): "
+                        "unpack and import each part", path=path)
+                return
+
+
+def _check_zip(path: Path) -> None:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = [m for m in archive.infolist() if not m.is_dir()]
+            if len(members) != 1:
+                raise DataFormatError(f"zip must hold exactly one file, holds {len(members)}",
+                                      path=path)
+            with archive.open(members[0]) as fh:
+                while fh.read(_CHUNK):
+                    pass
+    except zipfile.BadZipFile as exc:
+        what = ("bad CRC (the data does not match its checksum)" if "CRC" in str(exc)
+                else f"truncated, or not a zip archive ({exc})")
+        raise DataFormatError(f"corrupt zip file: {what}", path=path) from None
+    except (zlib.error, EOFError) as exc:
+        raise DataFormatError(f"corrupt zip file: corrupt or truncated compressed data "
+                              f"({exc or type(exc).__name__})", path=path) from None
+    except NotImplementedError as exc:
+        raise DataFormatError(f"zip compression not supported: {exc}", path=path) from None
+
+
 def read_head(path: Path, size: int = HEAD_BYTES) -> bytes:
     try:
         with open_bytes(path) as fh:
@@ -46,10 +113,20 @@ def inner_name(path: Path) -> str:
             with zipfile.ZipFile(path) as archive:
                 names = [m for m in archive.namelist() if not m.endswith("/")]
                 if len(names) == 1:
-                    return Path(names[0]).name
+                    return decoded_name(Path(names[0]).name)
         except zipfile.BadZipFile:
             pass
-    return path.name[:-3] if path.name.endswith(".gz") else path.name
+    name = decoded_name(path.name)
+    return name[:-3] if name.endswith(".gz") else name
+
+
+def decoded_name(name: str) -> str:
+    """A URL-encoded file name decoded (``BTC%2FUSDT-1h.csv`` -> ``BTC_USDT-1h.csv``):
+    separators that cannot appear in a file name become ``_``, so that the symbol is
+    read whole rather than from the part after the escape."""
+    if "%" not in name:
+        return name
+    return re.sub(r"[/\\:]", "_", unquote(name))
 
 
 def path_tokens(path: Path) -> set[str]:

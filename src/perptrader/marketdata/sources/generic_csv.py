@@ -19,12 +19,12 @@ import numpy as np
 import pandas as pd
 
 from perptrader.core.errors import DataFormatError, UnknownFormatError
-from perptrader.core.instruments import DEFAULT_EXCHANGE, PERP, Instrument
+from perptrader.core.instruments import DEFAULT_EXCHANGE, PERP, Instrument, normalize_symbol
 from perptrader.core.timeframes import ms_to_timeframe
 from perptrader.marketdata.dataset import Dataset, epoch_unit, epoch_us, to_utc
 from perptrader.marketdata.kinds import BAR_KINDS, Kind, frame_columns
 from perptrader.marketdata.sources.base import ImportHints
-from perptrader.marketdata.sources.files import open_bytes, timeframe_from_path
+from perptrader.marketdata.sources.files import decoded_name, open_bytes, timeframe_from_path
 from perptrader.marketdata.sources.funding import funding_frame
 
 
@@ -48,7 +48,7 @@ PRESETS: tuple[Preset, ...] = (
         "oi_value": "sum_open_interest_value"}),
 )
 
-_SYMBOL_STEM = re.compile(r"^[A-Z0-9]{5,20}$")
+_SYMBOL_STEM = re.compile(r"^(?:[A-Z0-9]{5,20}|[A-Z0-9]+_[A-Z0-9]+(?:_[A-Z0-9]+)?)$")
 
 
 def parse_mapping(text: str) -> dict[str, str]:
@@ -145,7 +145,7 @@ class KrakenTradesCsv:
         ts = _time(frame["time"], path, "time")
         micros = epoch_us(ts)
         order = frame.groupby(micros).cumcount().to_numpy()
-        symbol = hints.symbol or path.stem.upper()
+        symbol = hints.symbol or decoded_name(path.name).split(".")[0].upper()
         instrument = Instrument(hints.exchange or "kraken", hints.market or "spot",
                                 Instrument.parse(symbol).symbol)
         out = pd.DataFrame({"ts": ts, "trade_id": micros // 1000 * 1000 + order,
@@ -168,9 +168,9 @@ def _symbol(path: Path, frame: pd.DataFrame, hints: ImportHints) -> str:
             return Instrument.parse(str(values[0])).symbol
         raise DataFormatError(f"the symbol column holds {len(values)} symbols; split the file "
                               "or pass --symbol", path=path, field="symbol")
-    stem = path.name.split(".")[0].upper()
+    stem = decoded_name(path.name).split(".")[0].upper()
     if _SYMBOL_STEM.match(stem):
-        return stem
+        return normalize_symbol(stem)
     raise UnknownFormatError("symbol unknown: pass --symbol", path=path)
 
 

@@ -89,6 +89,20 @@ class MarketStore(abc.ABC):
     ) -> pd.DataFrame:
         """Canonical frame (see kinds.frame_columns) sorted by time; ``end`` exclusive."""
 
+    def delete(
+        self,
+        kind: Kind,
+        instrument: Instrument,
+        timeframe: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        *,
+        dry_run: bool = False,
+    ) -> int:
+        """Remove one series' rows in [start, end) (all of it without bounds), in one
+        transaction; return the number of rows removed (``dry_run``: that would be)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot delete")
+
     @abc.abstractmethod
     def inventory(self) -> list[SeriesInfo]:
         """Every stored series with its coverage, row count and gap count."""

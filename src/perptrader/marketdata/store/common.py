@@ -3,6 +3,8 @@ canonical frames and SeriesInfo."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pandas as pd
 
 from perptrader.core.instruments import Instrument
@@ -14,10 +16,18 @@ from perptrader.marketdata.kinds import (
     PRICE_TYPE,
     TABLES,
     Kind,
+    TableSpec,
     frame_columns,
 )
 from perptrader.marketdata.store.base import SeriesInfo
 from perptrader.marketdata.store.sql import all_columns
+
+
+def write_spec(ds: Dataset) -> TableSpec:
+    """The table spec a write of ``ds`` merges by: the kind's own rule, or 'overwrite'
+    for rows the user chose to replace (``data import --on-conflict replace``)."""
+    spec = TABLES[ds.kind]
+    return dataclasses.replace(spec, merge=ds.merge) if ds.merge else spec
 
 
 def staged_frame(ds: Dataset) -> pd.DataFrame:
@@ -101,4 +111,4 @@ def read_params(instrument: Instrument, kind: Kind, timeframe: str | None,
 
 
 __all__ = ["INSTRUMENT_COLUMNS", "canonical_frame", "read_params", "series_info",
-           "staged_frame", "timeframe_lengths"]
+           "staged_frame", "timeframe_lengths", "write_spec"]

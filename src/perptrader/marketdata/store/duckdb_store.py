@@ -10,9 +10,12 @@ the trading state (orders, fills, audit) lives elsewhere (persistence/).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import time
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any, TypeVar
 
 import duckdb
 import pandas as pd
@@ -31,24 +34,85 @@ from perptrader.marketdata.store.common import (
     series_info,
     staged_frame,
     timeframe_lengths,
+    write_spec,
 )
 from perptrader.marketdata.store.migrate import upgrade_to_head
+
+T = TypeVar("T")
+
+
+def _held(fn: Callable[..., T]) -> Callable[..., T]:
+    """A transient store opens the file for the call and lets it go afterwards."""
+
+    @functools.wraps(fn)
+    def call(self: DuckDBStore, *args: Any, **kwargs: Any) -> T:
+        if self._con is not None:
+            return fn(self, *args, **kwargs)
+        if not self.transient:
+            raise StoreError(f"the embedded store {self.path} is closed")
+        self._con = self._connect()
+        try:
+            return fn(self, *args, **kwargs)
+        finally:
+            con, self._con = self._con, None
+            con.close()
+
+    return call
 
 
 class DuckDBStore(MarketStore):
     backend = "duckdb"
 
-    def __init__(self, path: Path | str, *, read_only: bool = False) -> None:
+    def __init__(self, path: Path | str, *, read_only: bool = False, transient: bool = False,
+                 lock_timeout: float = 0.0) -> None:
+        """``read_only``: share the file with other read-only processes (DuckDB allows
+        many readers OR one writer per file). ``transient``: hold the file only during each
+        call (read, write, inventory...), so a long-running process does not lock others
+        out between its transactions. ``lock_timeout``: seconds to keep retrying while
+        another process holds the file (0: fail at once)."""
         self.path = Path(path)
+        self.read_only = read_only
+        self.transient = transient
+        self.lock_timeout = lock_timeout
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._con = duckdb.connect(str(self.path), read_only=read_only)
-        except duckdb.Error as exc:
-            raise StoreError(f"cannot open the embedded store {self.path}: {exc}") from exc
-        if _has_icu(self._con):
-            self._con.execute("SET TimeZone = 'UTC'").fetchall()
+        self._con: duckdb.DuckDBPyConnection | None = None
+        con = self._connect()
+        if transient:
+            con.close()
+        else:
+            self._con = con
 
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + self.lock_timeout
+        delay = 0.05
+        while True:
+            try:
+                con = duckdb.connect(str(self.path), read_only=self.read_only)
+                break
+            except duckdb.Error as exc:
+                if self.read_only and "different configuration" in str(exc):
+                    # this very process holds the file read-write (a test, a notebook):
+                    # share that instance; no other process can hold it meanwhile
+                    con = duckdb.connect(str(self.path))
+                    break
+                held = "lock" in str(exc).lower()
+                if held and time.monotonic() + delay < deadline:
+                    time.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+                    continue
+                if held:
+                    raise StoreError(
+                        f"the embedded store {self.path} is held by another process "
+                        f"({exc}). Commands that only read open it read-only and share it; "
+                        f"writers hold it for one transaction at a time, so retry shortly "
+                        f"(docs/data.md: concurrency)") from exc
+                raise StoreError(f"cannot open the embedded store {self.path}: {exc}") from exc
+        if _has_icu(con):
+            con.execute("SET TimeZone = 'UTC'").fetchall()
+        return con
+
+    @_held
     def migrate(self) -> str:
         con = self._con
         # Alembic runs on a cursor of the store's own connection: a second connection to
@@ -62,13 +126,14 @@ class DuckDBStore(MarketStore):
         finally:
             engine.dispose()
 
+    @_held
     def write(self, datasets: Sequence[Dataset]) -> list[WriteResult]:
         con = self._con.cursor()
         results: list[WriteResult] = []
         con.execute("BEGIN TRANSACTION")
         try:
             for ds in datasets:
-                spec = TABLES[ds.kind]
+                spec = write_spec(ds)
                 staged = staged_frame(ds)
                 con.register("staged", staged)
                 try:
@@ -88,6 +153,7 @@ class DuckDBStore(MarketStore):
             con.close()
         return results
 
+    @_held
     def read(
         self,
         kind: Kind,
@@ -106,6 +172,40 @@ class DuckDBStore(MarketStore):
         raw = self._con.cursor().execute(query, params).df()
         return canonical_frame(kind, raw)
 
+    @_held
+    def delete(
+        self,
+        kind: Kind,
+        instrument: Instrument,
+        timeframe: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        *,
+        dry_run: bool = False,
+    ) -> int:
+        spec = TABLES[kind]
+        flags = {"bars": kind in PRICE_TYPE, "start": start is not None, "end": end is not None}
+        params = [
+            p.tz_convert("UTC").tz_localize(None) if isinstance(p, pd.Timestamp) else p
+            for p in read_params(instrument, kind, timeframe, start, end)
+        ]
+        con = self._con.cursor()
+        try:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                rows = int(con.execute(sql.delete(spec, count_only=True, **flags),
+                                       params).fetchall()[0][0])
+                if rows and not dry_run:
+                    con.execute(sql.delete(spec, **flags), params).fetchall()
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        finally:
+            con.close()
+        return rows
+
+    @_held
     def inventory(self) -> list[SeriesInfo]:
         out: list[SeriesInfo] = []
         con = self._con.cursor()
@@ -122,7 +222,9 @@ class DuckDBStore(MarketStore):
         return out
 
     def close(self) -> None:
-        self._con.close()
+        if self._con is not None:
+            self._con.close()
+            self._con = None
 
 
 def _scalar(con: duckdb.DuckDBPyConnection, query: str) -> int:

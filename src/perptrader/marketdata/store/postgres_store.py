@@ -29,6 +29,7 @@ import asyncio
 import io
 import threading
 from collections.abc import AsyncIterator, Awaitable, Coroutine, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -42,6 +43,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from perptrader.core.errors import StoreError
 from perptrader.core.instruments import Instrument
+from perptrader.core.logging import get_logger
+from perptrader.core.secrets import mask_url
 from perptrader.marketdata.dataset import Dataset
 from perptrader.marketdata.kinds import (
     ALL_TABLES,
@@ -61,6 +64,7 @@ from perptrader.marketdata.store.common import (
     series_info,
     staged_frame,
     timeframe_lengths,
+    write_spec,
 )
 from perptrader.marketdata.store.migrate import upgrade_to_head
 
@@ -84,6 +88,8 @@ class PostgresStore(MarketStore):
         self._timeout = connect_timeout
         self._loop = _LoopThread()
         self._con: asyncpg.Connection | None = None
+        #: what the last TimescaleDB check found and did (``ensure_timescale``)
+        self.timescale: TimescaleStatus | None = None
         try:
             self._con = self._loop.run(self._open(create_schema=True))
         except BaseException:
@@ -96,7 +102,11 @@ class PostgresStore(MarketStore):
         return self._target.schema
 
     def migrate(self) -> str:
-        return self._loop.run(self._migrate())
+        revision = self._loop.run(self._migrate())
+        # every open (open_store migrates) looks for TimescaleDB again, so installing it
+        # later converts the existing tables then (docs/data.md)
+        self.timescale = self._loop.run(ensure_timescale(self._connection()))
+        return revision
 
     def write(self, datasets: Sequence[Dataset]) -> list[WriteResult]:
         return self._loop.run(self._write(list(datasets)))
@@ -114,6 +124,33 @@ class PostgresStore(MarketStore):
 
     def inventory(self) -> list[SeriesInfo]:
         return self._loop.run(self._inventory())
+
+    def delete(
+        self,
+        kind: Kind,
+        instrument: Instrument,
+        timeframe: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        *,
+        dry_run: bool = False,
+    ) -> int:
+        params = read_params(instrument, kind, timeframe, start, end)
+        flags = {"bars": kind in PRICE_TYPE, "start": start is not None, "end": end is not None}
+        return self._loop.run(self._delete(TABLES[kind], params, flags, dry_run))
+
+    async def _delete(self, spec: TableSpec, params: list[object], flags: dict[str, bool],
+                      dry_run: bool) -> int:
+        con = self._connection()
+        try:
+            async with con.transaction():
+                rows = int(await con.fetchval(
+                    sql.delete(spec, count_only=True, placeholder="$", **flags), *params))
+                if rows and not dry_run:
+                    await con.execute(sql.delete(spec, placeholder="$", **flags), *params)
+        except asyncpg.PostgresError as exc:
+            raise StoreError(f"deleting from the PostgreSQL store failed: {exc}") from exc
+        return rows
 
     def close(self) -> None:
         if self._loop.closed:
@@ -191,7 +228,7 @@ class PostgresStore(MarketStore):
         return results
 
     async def _write_one(self, con: asyncpg.Connection, ds: Dataset) -> WriteResult:
-        spec = TABLES[ds.kind]
+        spec = write_spec(ds)
         staged = staged_frame(ds)
         # On an error the whole transaction rolls back, and the temporary table with it.
         await con.execute(f"CREATE TEMPORARY TABLE staged (LIKE {spec.table}) ON COMMIT DROP")
@@ -259,6 +296,108 @@ class PostgresStore(MarketStore):
         return self._con
 
 
+# ---------------------------------------------------------------------- TimescaleDB
+#: tables that grow fastest: 1-day chunks and a retention policy (the rest: 30 days)
+FAST_GROWING = ("book_snapshots", "trades")
+_TS_LOCK = "perptrader.timescale"
+
+
+@dataclass
+class TimescaleStatus:
+    """What ``ensure_timescale`` found: whether the extension can be / is installed,
+    which tables were already hypertables, which it converted, and why it could not."""
+
+    available: bool = False
+    installed: bool = False
+    hypertables: list[str] = field(default_factory=list)
+    converted: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+def timescale_plan(available: bool, installed: bool, ext_schema: str | None,
+                   tables: Sequence[str], hypertables: set[str]) -> list[str]:
+    """The statements that make every existing plain ``tables`` entry a hypertable on
+    ``ts`` (with the same chunking, compression and retention as migration 0001), and
+    create the extension first when it is available but not installed yet. Empty when the
+    extension is not available or everything is converted already."""
+    if not available:
+        return []
+    out = [] if installed else ["CREATE EXTENSION IF NOT EXISTS timescaledb SCHEMA public"]
+    fn = f"{_ident(ext_schema or 'public')}."
+    for name in tables:
+        if name in hypertables:
+            continue
+        chunk = "1 day" if name in FAST_GROWING else "30 days"
+        out += [
+            f"SELECT {fn}create_hypertable('{name}', 'ts', chunk_time_interval => "
+            f"INTERVAL '{chunk}', migrate_data => true, if_not_exists => true)",
+            f"ALTER TABLE {name} SET (timescaledb.compress, "
+            f"timescaledb.compress_segmentby = 'exchange, market, symbol')",
+            f"SELECT {fn}add_compression_policy('{name}', INTERVAL '7 days', "
+            f"if_not_exists => true)",
+        ]
+        if name in FAST_GROWING:
+            out.append(f"SELECT {fn}add_retention_policy('{name}', INTERVAL '365 days', "
+                       f"if_not_exists => true)")
+    return out
+
+
+async def timescale_state(con: Any) -> tuple[bool, bool, str | None, list[str], set[str]]:
+    """(available, installed, extension schema, our existing tables, hypertables among
+    them) for the connection's current schema."""
+    available = await con.fetchval(
+        "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'") is not None
+    ext_schema = await con.fetchval(
+        "SELECT extnamespace::regnamespace::text FROM pg_extension "
+        "WHERE extname = 'timescaledb'")
+    names = [t.table for t in ALL_TABLES]
+    rows = await con.fetch(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') "
+        "AND c.relname = ANY($1::text[])", names)
+    tables = [n for n in names if n in {r[0] for r in rows}]
+    hyper: set[str] = set()
+    if ext_schema is not None:
+        rows = await con.fetch(
+            "SELECT hypertable_name FROM timescaledb_information.hypertables "
+            "WHERE hypertable_schema = current_schema()")
+        hyper = {r[0] for r in rows}
+    return available, ext_schema is not None, ext_schema, tables, hyper
+
+
+async def ensure_timescale(con: Any) -> TimescaleStatus:
+    """Detect TimescaleDB and convert the plain tables when it has appeared since they
+    were created. Never fails the open: a server where the extension is listed but cannot
+    be created (not in shared_preload_libraries, no privilege) keeps plain tables and the
+    reason is logged and kept in the status."""
+    available, installed, ext_schema, tables, hyper = await timescale_state(con)
+    status = TimescaleStatus(available=available, installed=installed,
+                             hypertables=sorted(hyper))
+    plan = timescale_plan(available, installed, ext_schema, tables, hyper)
+    if not plan:
+        return status
+    log = get_logger(__name__)
+    try:
+        async with con.transaction():
+            await con.execute("SELECT pg_advisory_xact_lock(hashtext($1))", _TS_LOCK)
+            # another process may have converted them meanwhile: look again under the lock
+            available, installed, ext_schema, tables, hyper = await timescale_state(con)
+            for stmt in timescale_plan(available, installed, ext_schema, tables, hyper):
+                await con.execute(stmt)
+    except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        status.error = str(exc)
+        log.warning("timescaledb available but not enabled; tables stay plain",
+                    error=str(exc))
+        return status
+    status.installed = True
+    status.converted = [t for t in tables if t not in hyper]
+    status.hypertables = sorted(set(hyper) | set(status.converted))
+    if status.converted:
+        log.info("timescaledb detected: tables converted to hypertables",
+                 tables=status.converted)
+    return status
+
+
 # ---------------------------------------------------------------------- helpers
 class _Target:
     """Where to connect: the asyncpg DSN, the schema and the host for messages."""
@@ -277,7 +416,7 @@ class _Target:
         try:
             parsed = sa.engine.make_url(url)
         except sa.exc.ArgumentError as exc:
-            raise StoreError(f"not a PostgreSQL URL: {url!r}") from exc
+            raise StoreError(f"not a PostgreSQL URL: {mask_url(url)!r}") from exc
         backend = parsed.drivername.split("+", 1)[0]
         if backend not in ("postgresql", "postgres"):
             raise StoreError(f"not a PostgreSQL URL: {parsed.render_as_string()!r}")

@@ -24,6 +24,8 @@ def _join(spec: TableSpec, left: str, right: str) -> str:
 
 def change_condition(spec: TableSpec, new: str, old: str) -> str:
     """True where merging ``new`` into ``old`` would change the stored row."""
+    if spec.merge == "overwrite":
+        return " OR ".join(f"({new}.{c} IS DISTINCT FROM {old}.{c})" for c in spec.value_names)
     fills = [f"({old}.{c} IS NULL AND {new}.{c} IS NOT NULL)" for c in spec.value_names]
     if spec.merge == "larger_volume":
         fills.insert(0, f"(COALESCE({new}.volume, -1) > COALESCE({old}.volume, -1))")
@@ -31,6 +33,8 @@ def change_condition(spec: TableSpec, new: str, old: str) -> str:
 
 
 def merged_value(spec: TableSpec, column: str, new: str, old: str) -> str:
+    if spec.merge == "overwrite":  # data import --on-conflict replace: the file's row wins
+        return f"{new}.{column}"
     if spec.merge == "larger_volume":
         return (
             f"CASE WHEN COALESCE({new}.volume, -1) > COALESCE({old}.volume, -1) "
@@ -83,6 +87,22 @@ def select(spec: TableSpec, columns: list[str], *, bars: bool, start: bool, end:
         f"SELECT {', '.join(columns)} FROM {spec.table} WHERE {' AND '.join(where)} "
         f"ORDER BY {order}"
     )
+
+
+def delete(spec: TableSpec, *, bars: bool, start: bool, end: bool, count_only: bool = False,
+           placeholder: str = "?") -> str:
+    """Remove (or count) one instrument's rows of a table in [start, end). Parameters as
+    for ``select``."""
+    ph = _placeholders(placeholder)
+    where = [f"exchange = {next(ph)}", f"market = {next(ph)}", f"symbol = {next(ph)}"]
+    if bars:
+        where += [f"timeframe = {next(ph)}", f"price_type = {next(ph)}"]
+    if start:
+        where.append(f"ts >= {next(ph)}")
+    if end:
+        where.append(f"ts < {next(ph)}")
+    head = "SELECT count(*) FROM" if count_only else "DELETE FROM"
+    return f"{head} {spec.table} WHERE {' AND '.join(where)}"
 
 
 def _placeholders(style: str):
