@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
+import os
+import sys
+
 import typer
 
 from perptrader import __version__
@@ -61,7 +65,26 @@ def config() -> None:
 
 
 def main() -> None:
-    app()
+    """Run the command, then leave without tearing modules down when DuckDB was loaded.
+
+    DuckDB's Python module (nanobind) reports its own module-level type objects as
+    "leaked" when the interpreter finalizes modules, dozens of lines after the command's
+    output, although every connection of ours is closed. So after the command: flush,
+    run the exit handlers (logging, Ray, TensorBoard writers...), and end the process
+    with its exit code, skipping only the module teardown that prints those lines."""
+    code = 0
+    try:
+        app()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if not isinstance(exc.code, int | None):
+            sys.stderr.write(f"{exc.code}\n")
+    if "duckdb" not in sys.modules:
+        sys.exit(code)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    atexit._run_exitfuncs()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ from perptrader.marketdata.store import MarketStore, open_store
 
 # Piped output (CI logs, files) gets wide tables instead of Rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True)
+# error lines stay one line whatever the terminal width (scripts and logs read them)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 #: seconds a command waits while another process holds the embedded store (a writer
@@ -84,7 +85,7 @@ def user_errors() -> Iterator[None]:
         get_logger("perptrader.cli").error("refused", error=message,
                                            error_type=type(exc).__name__,
                                            argv=" ".join(sys.argv))
-        err_console.print(f"[red]Error:[/red] {escape(message)}")
+        err_console.print(f"[red]Error:[/red] {escape(message)}", soft_wrap=True)
         raise typer.Exit(1) from None
 
 

@@ -125,4 +125,8 @@ def configure_logging(level: str = "INFO", json_file: Path | None = None) -> Non
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    """A logger; configures the console defaults first when no command did (structlog's
+    own default would print every event, file-only ones included, to the console)."""
+    if _configured is None:
+        configure_logging()
     return structlog.get_logger(name)
