@@ -119,6 +119,11 @@ class ReplayFeed:
             self.markets[symbol] = MarketData.from_frame(
                 frame, symbol=symbol, timeframe=self.timeframe, funding=chosen,
                 require_funding=source != NO_FUNDING)
+            # the policy slices this frame every bar and pandas deep-copies ``attrs`` on
+            # each slice: keep what features read (symbol, timeframe, instrument), not
+            # the loader's provenance
+            frame.attrs = {k: v for k, v in frame.attrs.items()
+                           if k in ("symbol", "timeframe", "instrument")}
             self.frames[symbol] = frame
             self.first[symbol] = first
             self._sources[symbol] = source
