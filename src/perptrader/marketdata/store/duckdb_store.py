@@ -165,10 +165,7 @@ class DuckDBStore(MarketStore):
         spec = TABLES[kind]
         query = sql.select(spec, frame_columns(kind), bars=kind in PRICE_TYPE,
                            start=start is not None, end=end is not None)
-        params = [
-            p.tz_convert("UTC").tz_localize(None) if isinstance(p, pd.Timestamp) else p
-            for p in read_params(instrument, kind, timeframe, start, end)
-        ]
+        params = _naive_utc_params(instrument, kind, timeframe, start, end)
         raw = self._con.cursor().execute(query, params).df()
         return canonical_frame(kind, raw)
 
@@ -185,10 +182,7 @@ class DuckDBStore(MarketStore):
     ) -> int:
         spec = TABLES[kind]
         flags = {"bars": kind in PRICE_TYPE, "start": start is not None, "end": end is not None}
-        params = [
-            p.tz_convert("UTC").tz_localize(None) if isinstance(p, pd.Timestamp) else p
-            for p in read_params(instrument, kind, timeframe, start, end)
-        ]
+        params = _naive_utc_params(instrument, kind, timeframe, start, end)
         con = self._con.cursor()
         try:
             con.execute("BEGIN TRANSACTION")
@@ -238,3 +232,10 @@ def _has_icu(con: duckdb.DuckDBPyConnection) -> bool:
         ))
     except duckdb.Error:
         return False
+
+
+def _naive_utc_params(instrument: Instrument, kind: Kind, timeframe: str | None,
+                      start: datetime | None, end: datetime | None) -> list:
+    """``read_params`` with times as naive UTC (DuckDB's TIMESTAMP columns)."""
+    return [p.tz_convert("UTC").tz_localize(None) if isinstance(p, pd.Timestamp) else p
+            for p in read_params(instrument, kind, timeframe, start, end)]
