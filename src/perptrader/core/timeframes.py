@@ -38,3 +38,15 @@ def ms_to_timeframe(step_ms: int) -> str:
 
 def is_timeframe(text: str) -> bool:
     return bool(_PATTERN.match(text))
+
+
+def utc_time(value: object) -> pd.Timestamp:
+    """A date or time the user gave (``2024-01-01``, ISO text, datetime) as a UTC
+    timestamp; naive means UTC. InputError names the value when it is not a time."""
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        ts = pd.NaT
+    if pd.isna(ts):
+        raise InputError(f"not a date or time: {value!r} (expected e.g. 2024-01-01)")
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")

@@ -19,9 +19,9 @@ from datetime import datetime
 
 import pandas as pd
 
-from perptrader.core.errors import PerptraderError
+from perptrader.core.errors import InputError, PerptraderError
 from perptrader.core.instruments import Instrument
-from perptrader.core.timeframes import timeframe_ms
+from perptrader.core.timeframes import timeframe_ms, utc_time
 from perptrader.marketdata.dataset import validate
 from perptrader.marketdata.kinds import BAR_KINDS, Kind
 from perptrader.marketdata.sources.base import ExchangeSource
@@ -50,12 +50,9 @@ def parse_kinds(text: str) -> list[Kind]:
 def utc(text: str | datetime | pd.Timestamp) -> pd.Timestamp:
     """``2024-01-01`` / ISO time / datetime -> UTC timestamp (naive means UTC)."""
     try:
-        ts = pd.Timestamp(text)
-    except (ValueError, TypeError):
-        raise DownloadError(f"not a date or time: {text!r} (expected e.g. 2024-01-01)") from None
-    if pd.isna(ts):
-        raise DownloadError(f"not a date or time: {text!r}")
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+        return utc_time(text)
+    except InputError as exc:
+        raise DownloadError(str(exc)) from None
 
 
 @dataclass(frozen=True)

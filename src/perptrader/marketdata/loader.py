@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 
 from perptrader.config import Settings
-from perptrader.core.errors import InputError, PerptraderError
+from perptrader.core.errors import PerptraderError
 from perptrader.core.instruments import Instrument
-from perptrader.core.timeframes import timeframe_delta, timeframe_ms
+from perptrader.core.timeframes import timeframe_delta, timeframe_ms, utc_time
 from perptrader.marketdata.dataset import TS_DTYPE
 from perptrader.marketdata.kinds import Kind
 from perptrader.marketdata.resample import BAR_COLUMNS, can_resample, resample_bars
@@ -295,15 +295,7 @@ def _instrument(symbol: str, market: str, exchange: str) -> Instrument:
 
 
 def _utc(value: object) -> pd.Timestamp | None:
-    if value is None:
-        return None
-    try:
-        ts = pd.Timestamp(value)
-    except (ValueError, TypeError):
-        ts = pd.NaT
-    if pd.isna(ts):
-        raise InputError(f"not a date or time: {value!r} (expected e.g. 2024-01-01)")
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return None if value is None else utc_time(value)
 
 
 def funding_events(store: MarketStore, symbol: str, frame: pd.DataFrame,

@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from perptrader.core.errors import InputError, PerptraderError
+from perptrader.core.errors import PerptraderError
 from perptrader.core.timeframes import timeframe_delta
+from perptrader.core.timeframes import utc_time as utc
 from perptrader.marketdata.store.base import MarketStore
 from perptrader.ml.base import MLFrame
 from perptrader.rl.market import EnvMarket
@@ -67,17 +68,6 @@ def load_window(store: MarketStore, symbol: str, timeframe: str, start: Any, end
     funding, _ = choose_funding(bars, timeframe, events, warnings)
     return Window(symbol=bars.attrs.get("symbol", symbol), timeframe=timeframe, data=data,
                   bars=bars, funding=funding, warnings=warnings)
-
-
-def utc(t: Any) -> pd.Timestamp:
-    """A time as a UTC timestamp (naive = UTC)."""
-    try:
-        ts = pd.Timestamp(t)
-    except (ValueError, TypeError):
-        ts = pd.NaT
-    if pd.isna(ts):
-        raise InputError(f"not a date or time: {t!r} (expected e.g. 2024-01-01)")
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
 def role_of(manifest: dict[str, Any]) -> str:

@@ -22,8 +22,8 @@ from typing import Protocol
 
 import pandas as pd
 
-from perptrader.core.errors import PerptraderError
-from perptrader.core.timeframes import timeframe_delta
+from perptrader.core.errors import InputError, PerptraderError
+from perptrader.core.timeframes import timeframe_delta, utc_time
 from perptrader.marketdata.loader import funding_events, load
 from perptrader.marketdata.store.base import MarketStore
 from perptrader.sim.market import NO_FUNDING, BarInput, MarketData, choose_funding
@@ -169,11 +169,9 @@ def parse_window(text: str) -> tuple[pd.Timestamp, pd.Timestamp]:
         raise PerptraderError(f"--replay {text!r}: expected START..END, e.g. "
                               f"2025-01-01..2025-03-01")
     try:
-        a, b = (pd.Timestamp(v.strip()) for v in (start, end))
-    except ValueError as exc:
+        a, b = utc_time(start.strip()), utc_time(end.strip())
+    except InputError as exc:
         raise PerptraderError(f"--replay {text!r}: {exc}") from None
-    a = a.tz_localize("UTC") if a.tzinfo is None else a.tz_convert("UTC")
-    b = b.tz_localize("UTC") if b.tzinfo is None else b.tz_convert("UTC")
     if b <= a:
         raise PerptraderError(f"--replay {text!r}: the end is not after the start")
     return a, b
