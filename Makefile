@@ -47,6 +47,7 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python bench/bench_rl.py
 	$(BIN)/python bench/bench_decide.py
 	$(BIN)/python bench/bench_collect.py
+	$(BIN)/python bench/bench_orders.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -10,62 +10,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from perptrader.core.instruments import Instrument
 from perptrader.marketdata.dataset import Dataset
 from perptrader.marketdata.kinds import Kind
-from perptrader.marketdata.sources.funding import funding_frame
 from perptrader.venues.backfill import CcxtRestSource, SourceOptions
 from perptrader.venues.calls import RetryPolicy
 from perptrader.venues.fake import FakeExchangeThread
 from perptrader.venues.fake.data import Capture, MarketData
 from perptrader.venues.fake.server import FakeConfig
+from perptrader.venues.fake.synthetic import BTC, START, bars, funding
+from perptrader.venues.fake.synthetic import synthetic_market as _synthetic_market
 
-BTC = Instrument("binance", "perp", "BTCUSDT")
-START = pd.Timestamp("2024-01-01", tz="UTC")
 HOURS = 2500  # three pages of 1000 klines
 
 
-def bars(n: int = HOURS, start: pd.Timestamp = START, seed: int = 1,
-         extras: bool = True) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    close = 40_000 * np.exp(np.cumsum(rng.normal(0, 0.004, n)))
-    open_ = np.r_[40_000.0, close[:-1]]
-    high = np.maximum(open_, close) * (1 + rng.uniform(0, 0.003, n))
-    low = np.minimum(open_, close) * (1 - rng.uniform(0, 0.003, n))
-    volume = rng.uniform(100, 5000, n).round(3)
-    frame = pd.DataFrame({"ts": pd.date_range(start, periods=n, freq="1h"), "open": open_,
-                          "high": high, "low": low, "close": close, "volume": volume})
-    if extras:
-        frame["quote_volume"] = (volume * close).round(4)
-        frame["trade_count"] = rng.integers(1000, 90_000, n)
-        frame["taker_buy_base"] = (volume * rng.uniform(0.3, 0.7, n)).round(3)
-        frame["taker_buy_quote"] = (frame["taker_buy_base"] * close).round(4)
-    frame.index = frame.index + 1
-    return frame
-
-
-def funding(n: int = HOURS // 8, start: pd.Timestamp = START) -> pd.DataFrame:
-    # settlements stamped a few ms late, as Binance does
-    raw = pd.Series(pd.date_range(start, periods=n, freq="8h") + pd.to_timedelta(
-        np.arange(n) % 7, unit="ms"))
-    rates = np.round(np.sin(np.arange(n) / 9) * 3e-4 + 1e-4, 8)
-    frame = funding_frame(raw, rates, index=pd.RangeIndex(1, n + 1))
-    return frame
-
-
 def synthetic_market(hours: int = HOURS) -> MarketData:
-    """BTCUSDT: 1h trade bars (with extras), 1h mark bars, 8h funding, 1h open interest,
-    and a tiny order-book capture."""
-    data = MarketData(None)
-    mark = bars(hours, seed=2, extras=False)
-    mark["volume"] = np.nan
-    data.add([Dataset(Kind.OHLCV, BTC, bars(hours), "1h", "synthetic"),
-              Dataset(Kind.MARK, BTC, mark, "1h", "synthetic"),
-              Dataset(Kind.FUNDING, BTC, funding(hours // 8), None, "synthetic")])
-    oi = pd.DataFrame({"ts": pd.date_range(START, periods=hours, freq="1h"),
-                       "oi_contracts": np.linspace(80_000, 90_000, hours).round(3),
-                       "oi_value": np.linspace(3.2e9, 3.9e9, hours).round(2)})
-    data.add_open_interest("BTCUSDT", "1h", oi)
+    """The package's synthetic BTCUSDT market plus a tiny order-book capture."""
+    data = _synthetic_market(hours)
     data.set_capture("BTCUSDT", synthetic_capture())
     return data
 

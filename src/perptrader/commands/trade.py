@@ -28,8 +28,9 @@ from perptrader.core.errors import PerptraderError
 from perptrader.trading.control import resolve_run
 from perptrader.trading.status import run_status
 
-app = typer.Typer(help="Paper trading: run a policy on the shared accounting core, inspect "
-                       "its journal, pull the kill switch.", no_args_is_help=True)
+app = typer.Typer(help="Paper and live trading: run a policy on the shared accounting core "
+                       "or a venue, inspect its journal, pull the kill switch.",
+                  no_args_is_help=True)
 
 DB_HELP = ("Trading DB: postgresql://..., sqlite:///path or a path (default: the "
            "trading.db_url setting, else <data_dir>/trading.sqlite).")
@@ -139,13 +140,13 @@ def _live_view(engine: Any, total: int, *, enabled: bool) -> Iterator[Any]:
 
     def table(summary: Any) -> Table:
         t = Table(title=f"{engine.run_id} · {engine.policy.name}", show_header=False)
-        t.adddict("bar", f"{summary.ts:%Y-%m-%d %H:%M} ({shown['bars']:,}/{total:,})")
-        t.adddict("equity", f"{summary.equity:,.2f} ({summary.equity / initial - 1:+.2%})")
+        t.add_row("bar", f"{summary.ts:%Y-%m-%d %H:%M} ({shown['bars']:,}/{total:,})")
+        t.add_row("equity", f"{summary.equity:,.2f} ({summary.equity / initial - 1:+.2%})")
         for s, q in summary.positions.items():
-            t.adddict(s, f"position {q:+.6g} · target {summary.targets.get(s, math.nan):+g}")
-        t.adddict("orders / fills / denied",
+            t.add_row(s, f"position {q:+.6g} · target {summary.targets.get(s, math.nan):+g}")
+        t.add_row("orders / fills / denied",
                   f"{shown['orders']} / {shown['fills']} / {shown['denied']}")
-        t.adddict("risk", str(engine.risk.trading_state.value))
+        t.add_row("risk", str(engine.risk.trading_state.value))
         return t
 
     with Live(console=err_console, refresh_per_second=4, transient=True) as live:
@@ -169,21 +170,21 @@ def _iso(ms: Any) -> str | None:
 
 def status_table(status: dict[str, Any]) -> Table:
     t = Table(title=f"{status['run_id']} ({status['status']})", show_header=False)
-    t.adddict("policy", f"{status['strategy']} {status['params'] or ''}")
-    t.adddict("symbols", f"{', '.join(status['symbols'])} {status['timeframe']} "
+    t.add_row("policy", f"{status['strategy']} {status['params'] or ''}")
+    t.add_row("symbols", f"{', '.join(status['symbols'])} {status['timeframe']} "
                          f"x{status['leverage']}")
-    t.adddict("bars", f"{status['bars']:,}: {status['first_bar']} → {status['last_bar']}")
-    t.adddict("equity", f"{status['equity']:,.2f} ({status['total_return']:+.2%})")
+    t.add_row("bars", f"{status['bars']:,}: {status['first_bar']} → {status['last_bar']}")
+    t.add_row("equity", f"{status['equity']:,.2f} ({status['total_return']:+.2%})")
     if status["final_equity"] is not None:
-        t.adddict("final equity", f"{status['final_equity']:,.2f}")
-    t.adddict("fees / funding", f"{status['fees_paid']:,.2f} / {status['funding_paid']:,.2f}")
-    t.adddict("orders", ", ".join(f"{k} {v}" for k, v in sorted(status["orders"].items()))
+        t.add_row("final equity", f"{status['final_equity']:,.2f}")
+    t.add_row("fees / funding", f"{status['fees_paid']:,.2f} / {status['funding_paid']:,.2f}")
+    t.add_row("orders", ", ".join(f"{k} {v}" for k, v in sorted(status["orders"].items()))
               or "none")
-    t.adddict("fills / liquidations", f"{status['fills']} / {status['liquidations']}")
-    t.adddict("positions", ", ".join(f"{s} {q:+.6g}" for s, q in status["positions"].items())
+    t.add_row("fills / liquidations", f"{status['fills']} / {status['liquidations']}")
+    t.add_row("positions", ", ".join(f"{s} {q:+.6g}" for s, q in status["positions"].items())
               or "flat")
-    t.adddict("risk", f"{status['risk']['trading_state']} {status['risk']['reason']}".strip())
-    t.adddict("kill switch", "ON" if status["kill_switch"] else "off")
+    t.add_row("risk", f"{status['risk']['trading_state']} {status['risk']['reason']}".strip())
+    t.add_row("kill switch", "ON" if status["kill_switch"] else "off")
     return t
 
 
@@ -348,3 +349,13 @@ def paper_demo_stage(store: Any, out: Any, data_dir: Any) -> None:
             out.print("  " + compare(journal, engine.run_id, bt).line())
         report = journal.verify_audit()
         out.print(f"  {report.summary()}")
+
+
+def _register_live() -> None:
+    from perptrader.commands.trade_live import drill, live
+
+    app.command("live")(live)
+    app.command("drill")(drill)
+
+
+_register_live()

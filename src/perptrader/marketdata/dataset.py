@@ -127,6 +127,9 @@ def validate(dataset: Dataset, bounds: Plausibility | None = None) -> Dataset:
     missing = [c for c in wanted if c not in frame.columns and _column(spec.columns, c).required]
     if missing:
         raise DataFormatError(f"missing column(s) {missing}", path=src, field=missing[0])
+    fast = _validate_canonical(dataset, bounds)
+    if fast is not None:
+        return fast
     out = pd.DataFrame(index=frame.index)
     for name in wanted:
         col = _column(spec.columns, name)
@@ -157,6 +160,88 @@ def validate(dataset: Dataset, bounds: Plausibility | None = None) -> Dataset:
             f"(rows {rows[0]} and {rows[-1]})",
             path=src, row=int(rows[0]), field=key[-1])
     return replace(dataset, frame=out, notes=notes)
+
+
+def _validate_canonical(dataset: Dataset, bounds: Plausibility | None) -> Dataset | None:
+    """:func:`validate` for a frame that is already canonical (the collector's book
+    snapshots, bars built by a source): every column present with its canonical dtype
+    (int64 may be numpy int64), numeric keys already strictly increasing. Then coercion,
+    sorting and duplicate removal are no-ops and the checks run on numpy arrays only.
+
+    Returns the same Dataset the general path returns, or None whenever anything is off
+    (another dtype, a string column, an unsorted or repeated key, any failed check): the
+    general path then refuses or repairs the frame with its usual messages, so this
+    shortcut can neither accept a row the general path refuses nor word an error
+    differently."""
+    kind, frame, src = dataset.kind, dataset.frame, dataset.source or None
+    spec = TABLES[kind]
+    n = len(frame)
+    columns: dict[str, object] = {}
+    keys: list[np.ndarray] = []
+    key_names = set(spec.key_names)
+    for col in (_column(spec.columns, c) for c in frame_columns(kind)):
+        if col.name not in frame.columns:
+            return None
+        values = frame[col.name]
+        if not isinstance(values, pd.Series):  # repeated column name
+            return None
+        dtype = values.dtype
+        if col.dtype == "timestamp":
+            if dtype != TS_DTYPE:
+                return None
+            arr = values.array
+            if col.required and arr.isna().any():
+                return None
+            if col.name in key_names:
+                keys.append(arr.asi8)
+            columns[col.name] = arr
+        elif col.dtype == "float64":
+            if dtype != np.float64:
+                return None
+            arr = values.to_numpy()
+            # NaN is an empty value (allowed unless required); infinities are refused
+            if not np.isfinite(arr).all() and (col.required or np.isinf(arr).any()):
+                return None
+            if col.name in key_names:
+                keys.append(arr)
+            columns[col.name] = arr
+        elif col.dtype == "int64":
+            if dtype == np.int64:
+                data = values.to_numpy()
+                arr = pd.arrays.IntegerArray(data, np.zeros(n, dtype=bool))
+            elif dtype == "Int64":
+                arr = values.array
+                data = arr.to_numpy(dtype="int64", na_value=0)
+                if col.required and arr.isna().any():
+                    return None
+            else:
+                return None
+            if col.name in key_names:
+                keys.append(data)
+            columns[col.name] = arr
+        else:  # strings, booleans: the general path's coercion
+            return None
+    if n > 1:
+        # strictly increasing by key: sorted and no two rows share a key (so no
+        # duplicates of any kind; sorting would keep the order)
+        ahead = np.zeros(n - 1, dtype=bool)
+        tied = np.ones(n - 1, dtype=bool)
+        for k in keys:
+            prev, nxt = k[:-1], k[1:]
+            ahead |= tied & (nxt > prev)
+            tied &= nxt == prev
+        if not ahead.all():
+            return None
+    out = pd.DataFrame(columns, index=frame.index)
+    try:
+        _check_values(kind, out, src)
+        if bounds is not None:
+            _check_plausible(kind, out, src, bounds)
+        if kind in BAR_KINDS:
+            _check_bar_spacing(out, dataset.timeframe, src)
+    except DataFormatError:
+        return None  # the general path raises it, in its own order of checks
+    return replace(dataset, frame=out, notes=list(dataset.notes))
 
 
 _DAY_US = 86_400_000_000

@@ -16,111 +16,143 @@ When a rule is broken the book reports a gap and stops applying diffs (it keeps 
 a bounded buffer) until a new snapshot arrives; the buffer lets a snapshot that was
 taken *after* the stream started be caught up, which is how a capture begins.
 
-The levels sit in dicts (price -> qty, O(1) per changed level) and each side keeps a
-lazy heap of its prices, so the best price costs O(1) amortised instead of a scan of
-the side, and ``top(n)`` pops n prices off the heap instead of sorting the side
-(measured on a 5k-level-a-side BTCUSDT book: 9k diffs with 400k level changes apply in
-~0.12 s; best bid/ask after each adds ~0.005 s against ~0.7 s for a max() scan; top 20
-after each adds ~0.2 s against ~3.4 s for sorting). Prices are the floats parsed from
-the exchange's decimal strings; the same string always gives the same float, so
-comparisons with other streams are exact.
+Each side is a sorted float64 array pair (best level last, so changes near the top move
+few entries), changed by a numba kernel that takes a diff's levels as one (m, 2) array
+per side (:mod:`~perptrader.marketdata.book_kernels`); best price is O(1) and ``top(n)``
+is a slice. Levels given as exchange strings are parsed with ``float`` semantics (numpy
+parses them the same way), so the same string always gives the same float and
+comparisons with other streams are exact. The collector reads depth messages straight
+into such arrays (``scan_depth``) and calls :meth:`L2Book.apply_diff_checked`.
+The pure-Python dict+heap book this replaced is kept, for the bench and the agreement
+tests only, in :mod:`~perptrader.marketdata.orderbook_reference`.
 """
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 
+from perptrader.marketdata.book_kernels import (
+    ROOM,
+    S_HI,
+    S_LIVE,
+    S_LO,
+    apply_levels,
+    relayout,
+    top_levels,
+)
 from perptrader.marketdata.dataset import to_utc
 
 Level = Sequence[str | float]  # (price, qty): exchange strings or numbers
 
 _INF = math.inf
+_EMPTY = np.empty((0, 2), dtype=np.float64)
+_EMPTY.flags.writeable = False
+
+
+def levels_array(rows: Iterable[Level] | np.ndarray) -> np.ndarray:
+    """Levels as an (m, 2) float64 array [price, qty], checked: ValueError unless every
+    price is positive and finite and every quantity is >= 0 and finite. Strings are
+    parsed as ``float`` parses them (so equal strings give equal prices)."""
+    if isinstance(rows, np.ndarray):
+        arr = rows
+        if arr.dtype != np.float64:
+            try:
+                arr = arr.astype(np.float64)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"bad level in {rows!r}: {exc}") from None
+    else:
+        rows = rows if isinstance(rows, Sequence) else list(rows)
+        if not rows:
+            return _EMPTY
+        try:
+            arr = np.array(rows, dtype=np.float64)
+        except (TypeError, ValueError):
+            # ragged rows (extra fields): take price and quantity, as the rows say
+            try:
+                arr = np.array([(float(r[0]), float(r[1])) for r in rows], dtype=np.float64)
+            except (TypeError, ValueError, IndexError) as exc:
+                raise ValueError(f"bad level: {exc}") from None
+    if arr.size == 0:
+        return _EMPTY
+    if arr.ndim != 2 or arr.shape[1] < 2:
+        raise ValueError(f"levels must be (price, qty) rows, got shape {arr.shape}")
+    if arr.shape[1] != 2:
+        arr = arr[:, :2]
+    p, q = arr[:, 0], arr[:, 1]
+    bad_p = ~((p > 0.0) & (p < _INF))
+    if bad_p.any():
+        raise ValueError(f"price must be positive and finite, got {p[bad_p][0]!r}")
+    bad_q = ~((q >= 0.0) & (q < _INF))
+    if bad_q.any():
+        raise ValueError(f"quantity must be >= 0 and finite, got {q[bad_q][0]!r}")
+    return np.ascontiguousarray(arr)
 
 
 class _Side:
-    """One side of the book: price -> qty, plus a lazy heap that yields the best price.
+    """One side of the book in two float64 arrays (see
+    :mod:`~perptrader.marketdata.book_kernels`): entries ``lo..hi`` sorted ascending by
+    key (price for bids, -price for asks), best LAST, free room at both ends so an insert
+    moves the shorter run of entries; a deleted level inside the run is left as a
+    tombstone (qty 0) because prices come back, and the ends are always live levels.
+    Tombstones are bounded (at most live + 256 before a relayout drops them), so memory
+    stays proportional to the book's depth."""
 
-    The heap holds ``sign * price`` (sign -1 for bids, so the largest bid is on top). A
-    price is pushed when it enters the side; a removed price stays in the heap until it
-    reaches the top and is found missing from the dict (lazy deletion), and the heap is
-    rebuilt when stale entries outnumber live ones.
-    """
-
-    __slots__ = ("_heap", "_sign", "levels")
+    __slots__ = ("keys", "qtys", "sign", "st")
 
     def __init__(self, is_bid: bool) -> None:
-        self.levels: dict[float, float] = {}
-        self._heap: list[float] = []
-        self._sign = -1.0 if is_bid else 1.0
+        self.sign = 1.0 if is_bid else -1.0
+        self.clear()
 
     def clear(self) -> None:
-        self.levels.clear()
-        self._heap.clear()
+        self.keys = np.empty(1024, dtype=np.float64)
+        self.qtys = np.empty(1024, dtype=np.float64)
+        self.st = np.array([512, 512, 0, 0], dtype=np.int64)  # lo, hi, live, dead
 
-    def apply(self, rows: Iterable[Level]) -> None:
-        """Set each (price, qty); qty 0 deletes. ValueError on a bad number: the levels
-        before it are already set, so callers treat that as fatal for the whole input."""
-        levels, heap, sign = self.levels, self._heap, self._sign
-        push = heapq.heappush
-        for row in rows:
-            price = float(row[0])
-            qty = float(row[1])
-            if not 0.0 < price < _INF:
-                raise ValueError(f"price must be positive and finite, got {row[0]!r}")
-            if not 0.0 <= qty < _INF:
-                raise ValueError(f"quantity must be >= 0 and finite, got {row[1]!r}")
-            if qty == 0.0:
-                levels.pop(price, None)
-            else:
-                if price not in levels:
-                    push(heap, sign * price)
-                levels[price] = qty
-        if len(heap) > 2 * len(levels) + 256:
-            self._heap = [sign * p for p in levels]
-            heapq.heapify(self._heap)
+    def relayout(self, m: int) -> None:
+        self.keys, self.qtys = relayout(self.keys, self.qtys, self.st, m)
+
+    @property
+    def n(self) -> int:
+        return int(self.st[S_LIVE])
 
     def best(self) -> tuple[float, float] | None:
-        heap, levels, sign = self._heap, self.levels, self._sign
-        while heap:
-            price = heap[0] * sign
-            qty = levels.get(price)
-            if qty is not None:
-                return price, qty
-            heapq.heappop(heap)
-        return None
+        lo, hi = int(self.st[S_LO]), int(self.st[S_HI])
+        if hi <= lo:
+            return None
+        return float(self.sign * self.keys[hi - 1]), float(self.qtys[hi - 1])
 
-    def top(self, n: int) -> np.ndarray:
-        """The n best levels as an (k, 2) array [price, qty], best first.
-
-        Pops the heap until n live prices are out (dropping stale entries and repeats of
-        a price for good) and pushes the live ones back: O((n + stale) log H), against
-        O(L log L) for sorting the side (measured: ~10x faster at 5k levels a side).
-        """
-        heap, levels, sign = self._heap, self.levels, self._sign
-        pop, push = heapq.heappop, heapq.heappush
-        keys: list[float] = []
-        seen: set[float] = set()
-        while heap and len(keys) < n:
-            key = pop(heap)
-            if key in seen or key * sign not in levels:
-                continue
-            seen.add(key)
-            keys.append(key)
-        for key in keys:
-            push(heap, key)
-        out = np.empty((len(keys), 2), dtype="float64")
-        if keys:
-            prices = [k * sign for k in keys]
-            out[:, 0] = prices
-            out[:, 1] = [levels[p] for p in prices]
+    def top(self, k: int) -> np.ndarray:
+        """The k best levels as a (min(k, n), 2) array [price, qty], best first."""
+        out = np.empty((max(0, min(k, self.n)), 2), dtype=np.float64)
+        if len(out):
+            top_levels(self.keys, self.qtys, self.st, len(out), self.sign, out)
         return out
+
+    def as_dict(self) -> dict[float, float]:
+        lo, hi = int(self.st[S_LO]), int(self.st[S_HI])
+        q = self.qtys[lo:hi]
+        keep = q != 0.0
+        prices = self.keys[lo:hi][keep] * self.sign
+        return dict(zip(prices.tolist(), q[keep].tolist(), strict=True))
+
+
+def _apply(bids: _Side, asks: _Side, b: np.ndarray, a: np.ndarray) -> None:
+    """Checked level arrays -> both sides, in one kernel call (two when a side must be
+    relaid out first)."""
+    mb, ma = len(b), len(a)
+    while (
+        apply_levels(bids.keys, bids.qtys, bids.st, b, mb, asks.keys, asks.qtys, asks.st, a, ma)
+        == ROOM
+    ):
+        bids.relayout(mb)
+        asks.relayout(ma)
 
 
 @dataclass(frozen=True)
@@ -128,8 +160,8 @@ class _Diff:
     first_id: int
     last_id: int
     prev_last_id: int | None
-    bids: Sequence[Level]
-    asks: Sequence[Level]
+    bids: Sequence[Level] | np.ndarray
+    asks: Sequence[Level] | np.ndarray
     ts: int | None
 
 
@@ -144,22 +176,34 @@ class Gap:
     ts: int | None
 
 
-class L2Book:
-    """A Binance-style L2 book: snapshot + sequenced diffs, or plain level updates.
+class _BookSide(Protocol):
+    """What :class:`SequencedBook` reads from a side; the storage is the subclass's."""
 
-    ``spot`` selects the sequencing rule (see the module docstring). ``max_buffer`` bounds
-    the diffs kept while the book waits for a snapshot, so a capture without one cannot
-    grow memory without limit (the oldest are dropped first: a later snapshot would make
-    them stale anyway).
+    def __init__(self, is_bid: bool) -> None: ...
+    def best(self) -> tuple[float, float] | None: ...
+    def top(self, k: int) -> np.ndarray: ...
+    def as_dict(self) -> dict[float, float]: ...
 
-    Formats without update ids (Tardis incremental L2, venue snapshots) use
-    :meth:`replace` and :meth:`update_levels`, which skip the sequencing.
+
+class SequencedBook:
+    """The Binance sequencing of a book (see the module docstring), written once: snapshot
+    + U/u/pu-checked diffs, buffering before a snapshot and after a gap, or plain level
+    updates. A subclass brings the storage: ``_side_type`` (built once per side, with
+    ``best``, ``top`` and ``as_dict``) and the two level hooks :meth:`_set_levels` and
+    :meth:`_update_levels`. Subclasses: :class:`L2Book` (numba arrays) and the reference
+    ``orderbook_reference.PyL2Book`` (dicts and heaps).
+
+    ``spot`` selects the sequencing rule. ``max_buffer`` bounds the diffs kept while the
+    book waits for a snapshot, so a capture without one cannot grow memory without limit
+    (the oldest are dropped first: a later snapshot would make them stale anyway).
     """
+
+    _side_type: type[_BookSide]
 
     def __init__(self, *, spot: bool = False, max_buffer: int = 10_000) -> None:
         self.spot = spot
-        self._bids = _Side(is_bid=True)
-        self._asks = _Side(is_bid=False)
+        self._bids = self._side_type(is_bid=True)
+        self._asks = self._side_type(is_bid=False)
         self._buffer: deque[_Diff] = deque(maxlen=max_buffer)
         #: update id of the current state (snapshot lastUpdateId or last diff's u)
         self.last_update_id: int | None = None
@@ -175,16 +219,33 @@ class L2Book:
         self.stale = 0  # diffs dropped as older than the state
         self.gaps: list[Gap] = []
 
+    # -- storage hooks ------------------------------------------------------------------
+
+    def _set_levels(
+        self, bids: Iterable[Level] | np.ndarray, asks: Iterable[Level] | np.ndarray
+    ) -> None:
+        """Make these the only levels of both sides (checked; ValueError on a bad one)."""
+        raise NotImplementedError
+
+    def _update_levels(
+        self, bids: Iterable[Level] | np.ndarray, asks: Iterable[Level] | np.ndarray
+    ) -> None:
+        """Set these levels on both sides, qty 0 deleting (checked; ValueError on a bad one)."""
+        raise NotImplementedError
+
     # -- levels -------------------------------------------------------------------------
 
     @property
     def bids(self) -> dict[float, float]:
-        """Bid levels, price -> qty (unordered; use :meth:`top` for an ordered view)."""
-        return self._bids.levels
+        """Bid levels, price -> qty, as the side's ``as_dict`` gives them (:class:`L2Book`:
+        a COPY built on each call, O(levels); use :meth:`top` or :meth:`best_bid` on a hot
+        path. ``PyL2Book``: its live dict, unordered)."""
+        return self._bids.as_dict()
 
     @property
     def asks(self) -> dict[float, float]:
-        return self._asks.levels
+        """Ask levels, price -> qty (as :attr:`bids`)."""
+        return self._asks.as_dict()
 
     def best_bid(self) -> tuple[float, float] | None:
         """(price, qty) of the highest bid, or None when the side is empty."""
@@ -200,28 +261,27 @@ class L2Book:
 
     def replace(
         self,
-        bids: Iterable[Level],
-        asks: Iterable[Level],
+        bids: Iterable[Level] | np.ndarray,
+        asks: Iterable[Level] | np.ndarray,
         ts: int | None = None,
         update_id: int | None = None,
     ) -> None:
         """Replace the whole book with these levels, without sequencing (a venue snapshot
         from a source that has no update ids)."""
-        self._bids.clear()
-        self._asks.clear()
-        self._bids.apply(bids)
-        self._asks.apply(asks)
+        self._set_levels(bids, asks)
         self.last_update_id = update_id
         self.last_ts = ts
         self.in_sync = True
         self._awaiting_first = False
 
     def update_levels(
-        self, bids: Iterable[Level], asks: Iterable[Level], ts: int | None = None
+        self,
+        bids: Iterable[Level] | np.ndarray,
+        asks: Iterable[Level] | np.ndarray,
+        ts: int | None = None,
     ) -> None:
         """Set levels without sequencing (qty 0 deletes); for sources without update ids."""
-        self._bids.apply(bids)
-        self._asks.apply(asks)
+        self._update_levels(bids, asks)
         if ts is not None:
             self.last_ts = ts
 
@@ -230,8 +290,8 @@ class L2Book:
     def apply_snapshot(
         self,
         last_update_id: int,
-        bids: Iterable[Level],
-        asks: Iterable[Level],
+        bids: Iterable[Level] | np.ndarray,
+        asks: Iterable[Level] | np.ndarray,
         ts: int | None = None,
     ) -> None:
         """Seed (or re-seed) the book from a REST depth snapshot, then catch up with the
@@ -247,10 +307,7 @@ class L2Book:
         ):
             self.snapshots_ignored += 1
             return
-        self._bids.clear()
-        self._asks.clear()
-        self._bids.apply(bids)
-        self._asks.apply(asks)
+        self._set_levels(bids, asks)
         self.last_update_id = int(last_update_id)
         self.last_ts = ts
         self.in_sync = True
@@ -279,8 +336,8 @@ class L2Book:
         first_id: int,
         last_id: int,
         prev_last_id: int | None,
-        bids: Sequence[Level],
-        asks: Sequence[Level],
+        bids: Sequence[Level] | np.ndarray,
+        asks: Sequence[Level] | np.ndarray,
         ts: int | None = None,
     ) -> bool:
         """Apply one depth diff (``U``, ``u``, ``pu``; ``pu`` is None for spot).
@@ -288,7 +345,9 @@ class L2Book:
         Returns True when applied. False means: buffered (no snapshot yet, or out of sync
         after a gap), dropped as stale (older than the state: normal just after a snapshot),
         or a gap was found now (recorded in :attr:`gaps`, :attr:`in_sync` turns False and
-        the diff is buffered for the next snapshot).
+        the diff is buffered for the next snapshot). The levels are only read (and
+        checked) when the diff is applied; a buffered array is kept as given, so pass
+        one the caller will not reuse.
         """
         if not self.spot and prev_last_id is None:
             raise ValueError("a USD-M futures diff needs pu (the previous diff's u)")
@@ -310,8 +369,7 @@ class L2Book:
             self.in_sync = False
             self._buffer.append(_Diff(first_id, last_id, prev_last_id, bids, asks, ts))
             return False
-        self._bids.apply(bids)
-        self._asks.apply(asks)
+        self._update_levels(bids, asks)
         self.last_update_id = int(last_id)
         if ts is not None:
             self.last_ts = ts
@@ -323,6 +381,74 @@ class L2Book:
     def buffered(self) -> int:
         """Diffs waiting for a snapshot."""
         return len(self._buffer)
+
+
+class L2Book(SequencedBook):
+    """A Binance-style L2 book: snapshot + sequenced diffs, or plain level updates.
+
+    ``spot`` selects the sequencing rule (see the module docstring). ``max_buffer`` bounds
+    the diffs kept while the book waits for a snapshot, so a capture without one cannot
+    grow memory without limit (the oldest are dropped first: a later snapshot would make
+    them stale anyway).
+
+    Formats without update ids (Tardis incremental L2, venue snapshots) use
+    :meth:`replace` and :meth:`update_levels`, which skip the sequencing.
+
+    Levels may be given as rows of exchange strings or numbers, or as an (m, 2) float64
+    array [price, qty]; either way they are checked (ValueError: nothing of that call is
+    applied).
+
+    The sequencing is :class:`SequencedBook`'s; this class brings the array sides and
+    the collector's fast path :meth:`apply_diff_checked`.
+    """
+
+    _side_type = _Side
+    _bids: _Side
+    _asks: _Side
+
+    def _set_levels(
+        self, bids: Iterable[Level] | np.ndarray, asks: Iterable[Level] | np.ndarray
+    ) -> None:
+        b, a = levels_array(bids), levels_array(asks)  # checked before anything changes
+        self._bids.clear()
+        self._asks.clear()
+        _apply(self._bids, self._asks, b, a)
+
+    def _update_levels(
+        self, bids: Iterable[Level] | np.ndarray, asks: Iterable[Level] | np.ndarray
+    ) -> None:
+        _apply(self._bids, self._asks, levels_array(bids), levels_array(asks))
+
+    def depth(self) -> tuple[int, int]:
+        """Number of (bid, ask) levels."""
+        return self._bids.n, self._asks.n
+
+    def apply_diff_checked(
+        self,
+        first_id: int,
+        last_id: int,
+        prev_last_id: int,
+        bids: np.ndarray,
+        asks: np.ndarray,
+        ts: int | None,
+    ) -> bool:
+        """:meth:`apply_diff` for a USD-M diff whose levels are (m, 2) float64 arrays
+        already checked (positive finite prices, finite quantities >= 0), e.g. read by
+        :func:`~perptrader.marketdata.book_kernels.scan_depth`: the collector's hot path.
+        The arrays may be scratch buffers: they are copied when the diff must be kept."""
+        if (
+            self.in_sync
+            and not self._awaiting_first
+            and not self.spot
+            and prev_last_id == self.last_update_id
+        ):
+            _apply(self._bids, self._asks, bids, asks)  # the common case: it chains on
+            self.last_update_id = last_id
+            if ts is not None:
+                self.last_ts = ts
+            self.applied += 1
+            return True
+        return self.apply_diff(first_id, last_id, prev_last_id, bids.copy(), asks.copy(), ts)
 
 
 class BookSampler:
@@ -431,12 +557,17 @@ def book_frame(
     n = len(ts)
     shape = (n, depth)
     bp, bq, ap, aq = (np.full(shape, np.nan) for _ in range(4))
-    for i in range(n):
-        b, a = bids[i][:depth], asks[i][:depth]
-        bp[i, : len(b)] = b[:, 0]
-        bq[i, : len(b)] = b[:, 1]
-        ap[i, : len(a)] = a[:, 0]
-        aq[i, : len(a)] = a[:, 1]
+    for side, price, qty in ((bids, bp, bq), (asks, ap, aq)):
+        # all snapshots' levels in one array, then scattered into their rows at once
+        parts = [levels[:depth] for levels in side]
+        if not parts:
+            continue
+        counts = np.fromiter((len(p) for p in parts), dtype=np.int64, count=n)
+        flat = np.concatenate(parts).reshape(-1, 2)
+        row = np.repeat(np.arange(n), counts)
+        level = np.arange(len(flat)) - np.repeat(np.cumsum(counts) - counts, counts)
+        price[row, level] = flat[:, 0]
+        qty[row, level] = flat[:, 1]
     keep = ~(np.isnan(bp) & np.isnan(ap)).ravel()
     id_values = np.array([0 if u is None else int(u) for u in update_ids], dtype="int64")
     id_missing = np.array([u is None for u in update_ids], dtype=bool)

@@ -313,6 +313,13 @@ class Engine:
         if order is None:
             self.broker.no_order(symbol)
             return target
+        self._send(symbol, target, order, now, work)
+        return target
+
+    def _send(self, symbol: str, target: float, order: Order, now: pd.Timestamp,
+              work: _Work) -> None:
+        """Hand the approved order to the broker (paper: queued for the next open; the
+        live engine overrides this with persist -> send -> resolve)."""
         sent = self.broker.submit_target(symbol, target)
         if not sent:  # cannot happen: the account was checked above
             raise RuntimeError(f"{symbol}: the paper account refused target {target}")
@@ -322,7 +329,18 @@ class Engine:
         self.risk.record_order(now)
         self.open_orders[symbol] = order
         work.order_events.append((order.to_dict(), "accept", now, {}))
-        return target
+
+    def _size(self, symbol: str, target: float) -> tuple[OrderSide, float, bool] | None:
+        """(side, qty, reduce-only) of the market order that moves ``symbol`` to
+        ``target`` exposure at the last close, or None when there is nothing to send."""
+        acc = self.broker.accounts[symbol]
+        price = acc.close_price
+        wanted = target * max(acc.equity, 0.0) / price if price > 0 else 0.0
+        delta = wanted - acc.position
+        side = OrderSide.BUY if delta > 0 else OrderSide.SELL
+        qty = abs(delta) if abs(delta) > 0 else abs(acc.position) or 1e-12
+        reducing = abs(wanted) < abs(acc.position) and wanted * acc.position >= 0
+        return side, qty, reducing
 
     def _new_order(self, symbol: str, target: float, cb: ClosedBar, now: pd.Timestamp,
                    work: _Work) -> Order | None:
@@ -330,12 +348,10 @@ class Engine:
         (journaled as DENIED with the reason)."""
         acc = self.broker.accounts[symbol]
         price = acc.close_price
-        equity = acc.equity
-        wanted = target * max(equity, 0.0) / price if price > 0 else 0.0
-        delta = wanted - acc.position
-        side = OrderSide.BUY if delta > 0 else OrderSide.SELL
-        qty = abs(delta) if abs(delta) > 0 else abs(acc.position) or 1e-12
-        reducing = abs(wanted) < abs(acc.position) and wanted * acc.position >= 0
+        sized = self._size(symbol, target)
+        if sized is None:
+            return None
+        side, qty, reducing = sized
         seq = int(self.state["seq"])
         self.state["seq"] = seq + 1
         order = Order.create(run_id=self.run_id, seq=seq, symbol=symbol, side=side,
@@ -417,6 +433,14 @@ class _Work:
     denied: list[str] = field(default_factory=list)
     balance: dict[str, Any] = field(default_factory=dict)
 
+    def clear(self) -> None:
+        """Forget what was written (the live engine commits an order's intent mid-bar and
+        goes on collecting the rest of the bar in the same object); ``denied`` is only
+        shown, never written, and stays for the bar's summary."""
+        for name in ("fills", "new_orders", "order_events", "decisions", "audit"):
+            getattr(self, name).clear()
+        self.positions.clear()
+
     def write(self, tx: Tx, engine: Engine) -> None:
         run_id = engine.run_id
         inserted: set[str] = set()
@@ -462,8 +486,9 @@ class _Work:
                                detail={"raw": None if math.isnan(raw) else raw})
         for kind, payload in self.audit:
             tx.audit(kind, payload, run_id=run_id)
-        balance = dict(self.balance)
-        tx.insert_balance(run_id, balance.pop("ts"), **balance)
+        if self.balance:
+            balance = dict(self.balance)
+            tx.insert_balance(run_id, balance.pop("ts"), **balance)
 
 
 def _order_row(order: dict[str, Any]) -> dict[str, Any]:

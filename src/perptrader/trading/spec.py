@@ -46,6 +46,9 @@ class RunSpec:
     speed: float | None = None
     #: a brackets file (``--tiers FILE``) for symbols the published table lacks, or None
     tiers: str | None = None
+    #: live runs: the venue account traded (``binanceusdm``, ``binanceusdm-testnet``);
+    #: part of the run's identity, so a testnet run never resumes as a real-money one
+    venue: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in ("paper", "live"):
@@ -71,6 +74,8 @@ class RunSpec:
         out["replay"] = list(self.replay) if self.replay else None
         if out["tiers"] is None:  # runs started before --tiers existed keep their id
             del out["tiers"]
+        if out["venue"] is None:  # paper runs keep the ids they had
+            del out["venue"]
         return out
 
     @property

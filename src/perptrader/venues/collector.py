@@ -210,6 +210,12 @@ class Collector:
                     f"{self.exchange_id} lists no linear perpetual {', '.join(missing)}"
                 )
             self._unified = {sym: markets[sym] for sym in self.symbols}
+            if "book" in self.opts.streams:
+                # the book's numba kernels load now, not at the first depth message
+                # (that would stall every stream of this event loop for ~0.5-1 s)
+                from perptrader.venues.bookfeed import warm
+
+                warm()
             flusher = asyncio.create_task(self._flush_loop())
             tasks = [asyncio.create_task(self._status_loop())]
             for sym in self.symbols:

@@ -22,6 +22,10 @@ class VenueError(PerptraderError):
     """A venue call failed; the message is one line a user can act on."""
 
     retryable = False
+    #: the venue's error code from the body (Binance ``code``, Bybit ``retCode``), if any
+    code: int | None = None
+    #: the HTTP status, if an answer came
+    status: int | None = None
 
 
 class VenueUnreachable(VenueError):
@@ -112,7 +116,16 @@ def _retry_after(headers: Any, default: float) -> float:
 def classify(exc: Exception, *, status: int | None, body: Any, headers: Any,
              what: str) -> VenueError:
     """Turn one failed call into a VenueError. ``what`` names the call for messages
-    (e.g. ``binanceusdm klines BTCUSDT``)."""
+    (e.g. ``binanceusdm klines BTCUSDT``); the venue's own code and HTTP status stay on
+    the error (``code``, ``status``) for callers that act on a particular answer."""
+    error = _classify(exc, status=status, body=body, headers=headers, what=what)
+    error.code, _ = body_code(body)
+    error.status = status
+    return error
+
+
+def _classify(exc: Exception, *, status: int | None, body: Any, headers: Any,
+              what: str) -> VenueError:
     code, msg = body_code(body)
     detail = f" (code {code}: {msg})" if code is not None else ""
     if status == 418:

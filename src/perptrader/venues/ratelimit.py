@@ -28,6 +28,8 @@ class WeightBudget:
     now: Callable[[], float] = time.time
     used: int = 0
     waited_s: float = 0.0  # total time spent waiting for a window (reported)
+    #: the response headers that carry the venue's own count for this window
+    headers: tuple[str, ...] = WEIGHT_HEADERS
     _window: int = field(default=-1, repr=False)
 
     @classmethod
@@ -62,7 +64,7 @@ class WeightBudget:
         if not headers:
             return
         lowered = {str(k).lower(): v for k, v in headers.items()}
-        for name in WEIGHT_HEADERS:
+        for name in self.headers:
             if name in lowered:
                 try:
                     self._roll()
@@ -70,3 +72,48 @@ class WeightBudget:
                 except (TypeError, ValueError):
                     pass
                 return
+
+
+@dataclass
+class OrderBudget:
+    """Binance's order-count limits (300 per 10 s and 1,200 per minute on USD-M), each a
+    window budget corrected by the ``X-MBX-ORDER-COUNT-10S`` / ``-1M`` headers that
+    order responses carry. Exceeding them answers 429 (-1015) like the weight limit."""
+
+    per_10s: int = 300
+    per_minute: int = 1200
+    safety: float = 0.9
+    sleep: Callable[[float], None] = time.sleep
+    now: Callable[[], float] = time.time
+    windows: tuple[WeightBudget, ...] = field(default=(), init=False)
+
+    def __post_init__(self) -> None:
+        self.windows = (
+            WeightBudget(self.per_10s, 10.0, self.safety, self.sleep, self.now,
+                         headers=("x-mbx-order-count-10s",)),
+            WeightBudget(self.per_minute, 60.0, self.safety, self.sleep, self.now,
+                         headers=("x-mbx-order-count-1m",)))
+
+    @classmethod
+    def from_exchange_info(cls, info: Mapping[str, Any] | None, **kwargs: Any) -> OrderBudget:
+        """The ORDERS limits the venue publishes in exchangeInfo, if any."""
+        limits: dict[float, int] = {}
+        for rule in (info or {}).get("rateLimits", []) or []:
+            if rule.get("rateLimitType") == "ORDERS":
+                window = _INTERVAL_S.get(str(rule.get("interval")), 60.0) * float(
+                    rule.get("intervalNum", 1) or 1)
+                limits[window] = int(rule["limit"])
+        return cls(per_10s=limits.get(10.0, 300), per_minute=limits.get(60.0, 1200),
+                   **kwargs)
+
+    def acquire(self) -> None:
+        for window in self.windows:
+            window.acquire(1)
+
+    def observe(self, headers: Mapping[str, Any] | None) -> None:
+        for window in self.windows:
+            window.observe(headers)
+
+    @property
+    def waited_s(self) -> float:
+        return sum(w.waited_s for w in self.windows)

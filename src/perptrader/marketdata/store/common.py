@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from perptrader.core.instruments import Instrument
 from perptrader.core.timeframes import ms_to_timeframe, timeframe_ms
@@ -45,6 +47,52 @@ def staged_frame(ds: Dataset) -> pd.DataFrame:
         if col.dtype == "timestamp":
             out[col.name] = out[col.name].dt.tz_convert("UTC").dt.tz_localize(None)
     return out[all_columns(spec)]
+
+
+_ARROW_TYPES = {"float64": pa.float64(), "int64": pa.int64(), "string": pa.string(),
+                "bool": pa.bool_()}
+
+
+def staged_table(ds: Dataset) -> pa.Table:
+    """``staged_frame`` as an Arrow table, built column by column without copying the
+    frame: the same rows, columns and values (NaN and NA as NULL, timestamps as naive
+    UTC), and no Python object per row (the instrument columns are one value repeated),
+    so DuckDB scans it without sampling object columns for their type."""
+    spec = TABLES[ds.kind]
+    frame = ds.frame
+    n = len(frame)
+    fixed = {"exchange": ds.instrument.exchange, "market": ds.instrument.market,
+             "symbol": ds.instrument.symbol}
+    if ds.kind in PRICE_TYPE:
+        fixed["timeframe"] = ds.timeframe
+        fixed["price_type"] = PRICE_TYPE[ds.kind]
+    zeros = pa.array(np.zeros(n, dtype=np.int32))
+    types = {c.name: c.dtype for c in spec.columns}
+    arrays = []
+    for name in all_columns(spec):
+        if name in fixed:
+            arrays.append(pa.array([fixed[name]], type=pa.string()).take(zeros))
+            continue
+        arrays.append(_arrow_column(frame[name], types[name]))
+    return pa.Table.from_arrays(arrays, names=all_columns(spec))
+
+
+def _arrow_column(values: pd.Series, dtype: str) -> pa.Array:
+    """One column as Arrow: canonical dtypes straight from their numpy buffers, others
+    through pandas' conversion (NaN, NaT and NA become NULL either way)."""
+    if dtype == "timestamp":
+        if values.dtype == TS_DTYPE:  # µs since the epoch, UTC
+            arr = values.array
+            return pa.array(arr.asi8, type=pa.timestamp("us"), mask=arr.isna())
+        naive = values.dt.tz_convert("UTC").dt.tz_localize(None)
+        return pa.array(naive, from_pandas=True)
+    if dtype == "float64" and values.dtype == np.float64:
+        data = values.to_numpy()
+        return pa.array(data, type=pa.float64(), mask=np.isnan(data))
+    if dtype == "int64" and values.dtype == "Int64":
+        arr = values.array
+        return pa.array(arr.to_numpy("int64", na_value=0), type=pa.int64(), mask=arr.isna())
+    return pa.array(values, type=_ARROW_TYPES[dtype], from_pandas=True)
 
 
 def canonical_frame(kind: Kind, raw: pd.DataFrame) -> pd.DataFrame:
@@ -111,4 +159,4 @@ def read_params(instrument: Instrument, kind: Kind, timeframe: str | None,
 
 
 __all__ = ["INSTRUMENT_COLUMNS", "canonical_frame", "read_params", "series_info",
-           "staged_frame", "timeframe_lengths", "write_spec"]
+           "staged_frame", "staged_table", "timeframe_lengths", "write_spec"]

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 import sqlalchemy as sa
 from duckdb_engine import ConnectionWrapper
 
@@ -33,6 +34,7 @@ from perptrader.marketdata.store.common import (
     read_params,
     series_info,
     staged_frame,
+    staged_table,
     timeframe_lengths,
     write_spec,
 )
@@ -128,21 +130,41 @@ class DuckDBStore(MarketStore):
 
     @_held
     def write(self, datasets: Sequence[Dataset]) -> list[WriteResult]:
+        staged = [_staged(ds) for ds in datasets]
+        try:
+            # rows with new keys (a collector's, nearly always): plain inserts, which
+            # DuckDB plans and runs faster than ON CONFLICT. A key stored already makes
+            # one fail; the transaction is rolled back whole, and the write is redone
+            # with the merge below.
+            return self._write(datasets, staged, all_new=True)
+        except duckdb.ConstraintException:
+            return self._write(datasets, staged, all_new=False)
+
+    def _write(self, datasets: Sequence[Dataset], staged: list[pa.Table | pd.DataFrame],
+               *, all_new: bool) -> list[WriteResult]:
         con = self._con.cursor()
         results: list[WriteResult] = []
         con.execute("BEGIN TRANSACTION")
         try:
-            for ds in datasets:
+            for ds, rows in zip(datasets, staged, strict=True):
                 spec = write_spec(ds)
-                staged = staged_frame(ds)
-                con.register("staged", staged)
-                try:
-                    inserted = _scalar(con, sql.count_new(spec))
-                    changed = _scalar(con, sql.count_changed(spec))
-                    if inserted or changed:
-                        con.execute(sql.upsert(spec)).fetchall()
-                finally:
-                    con.unregister("staged")
+                # (on an error the cursor, and with it this registration, goes away:
+                # an aborted transaction refuses even the unregister)
+                con.register("staged", rows)
+                changed = 0
+                if all_new:
+                    inserted = _scalar(con, sql.insert(spec))
+                else:
+                    # new keys go in first; only when some keys were stored already are
+                    # those rows compared and merged. Counted after the insert, a row
+                    # just inserted meets itself, which changes nothing, so both counts
+                    # are what they were before the write.
+                    inserted = _scalar(con, sql.insert_new(spec))
+                    if inserted < len(ds.frame):
+                        changed = _scalar(con, sql.count_changed(spec))
+                        if changed:
+                            con.execute(sql.upsert(spec)).fetchall()
+                con.unregister("staged")
                 results.append(WriteResult(ds.kind, ds.instrument, ds.timeframe, ds.rows,
                                            int(inserted), int(changed)))
             con.execute("COMMIT")
@@ -219,6 +241,15 @@ class DuckDBStore(MarketStore):
         if self._con is not None:
             self._con.close()
             self._con = None
+
+
+def _staged(ds: Dataset) -> pa.Table | pd.DataFrame:
+    """The rows to register as ``staged``: an Arrow table (columnar, no per-row Python
+    objects); a frame Arrow cannot type (an unvalidated one) goes as the pandas frame."""
+    try:
+        return staged_table(ds)
+    except (pa.ArrowException, TypeError, ValueError):
+        return staged_frame(ds)
 
 
 def _scalar(con: duckdb.DuckDBPyConnection, query: str) -> int:

@@ -1,7 +1,7 @@
 """SQL shared by the stores: upsert, change counting, reads and the inventory.
 
-Both backends stage incoming rows in a table named ``staged`` (DuckDB registers the
-DataFrame, PostgreSQL COPYs into a temporary table) and then run the same statements,
+Both backends stage incoming rows in a table named ``staged`` (DuckDB registers an
+Arrow table, PostgreSQL COPYs into a temporary table) and then run the same statements,
 so the merge rules cannot drift apart between the embedded and production stores.
 """
 
@@ -55,6 +55,23 @@ def count_changed(spec: TableSpec) -> str:
     return (
         f"SELECT count(*) FROM staged s JOIN {spec.table} t ON {_join(spec, 's', 't')} "
         f"WHERE {change_condition(spec, 's', 't')}"
+    )
+
+
+def insert(spec: TableSpec) -> str:
+    """Insert every staged row: fails on a key stored already (DuckDB's optimistic path,
+    which then falls back to ``insert_new`` + ``upsert``)."""
+    cols = ", ".join(all_columns(spec))
+    return f"INSERT INTO {spec.table} ({cols}) SELECT {cols} FROM staged"
+
+
+def insert_new(spec: TableSpec) -> str:
+    """Insert the staged rows whose key is not stored yet; the others are left alone
+    (``upsert`` then merges them). Its row count is ``count_new``'s."""
+    cols = ", ".join(all_columns(spec))
+    return (
+        f"INSERT INTO {spec.table} ({cols}) SELECT {cols} FROM staged "
+        f"ON CONFLICT ({', '.join(pk(spec))}) DO NOTHING"
     )
 
 

@@ -56,7 +56,7 @@ class RestFault:
 @dataclass
 class StreamFault:
     """One websocket misbehaviour on a stream (``kline``, ``markPrice``, ``aggTrade``,
-    ``depth``, ``forceOrder`` or ``*``).
+    ``depth``, ``forceOrder``, ``user`` (the user data stream) or ``*``).
 
     kinds: ``close`` (close the connection with ``close_code``: 1000 clean, 1006
     abnormal: the socket is dropped without a close frame), ``drop`` (skip a message),

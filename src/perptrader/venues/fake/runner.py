@@ -112,6 +112,14 @@ class FakeExchangeThread:
 
         return self._run(call())
 
+    def account(self, api_key: str = "fake-key") -> Any:
+        """One account's ground truth (``GET /_fake/account``): balance, positions, every
+        order, trade and income record."""
+        return self.admin("GET", "/_fake/account")["accounts"][api_key]
+
+    def expire_listen_keys(self) -> Any:
+        return self.admin("POST", "/_fake/listenkey/expire")
+
     def set_faults(self, rest: list[dict[str, Any]] | None = None,
                    streams: list[dict[str, Any]] | None = None) -> Any:
         return self.admin("POST", "/_fake/faults", {"rest": rest or [], "streams": streams or []})

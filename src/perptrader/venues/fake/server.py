@@ -6,11 +6,18 @@ Admin API (JSON):
   GET/POST/DELETE /_fake/faults   read / replace / clear the fault rules (faults.py)
   GET/POST        /_fake/clock    read; ``{"step_ms": n}`` or ``{"start_ms": t, "speed": x}``
   GET             /_fake/weight   the weight ledger; POST /_fake/reset clears it and faults
+  GET             /_fake/account  every account (balance, positions, orders, trades,
+                                  income): the ground truth of trading tests
+  POST            /_fake/account/reset   fresh accounts, ids from 1
+  POST            /_fake/account/config  ``{"partial_fill_parts": n, "slippage_bps": x,
+                                  "taker_fee": f, "maker_fee": f}`` (matching options)
+  POST            /_fake/listenkey/expire  expire every listen key now
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -19,12 +26,15 @@ from typing import Any
 
 from aiohttp import web
 
+from perptrader.venues.fake.account import Accounts
 from perptrader.venues.fake.bybit import BybitApi
 from perptrader.venues.fake.clock import FakeClock
 from perptrader.venues.fake.data import MarketData
 from perptrader.venues.fake.faults import FaultConfigError, FaultInjector, RestFault, StreamFault
+from perptrader.venues.fake.private import PrivateApi
 from perptrader.venues.fake.rest import ApiError, RestApi
 from perptrader.venues.fake.streams import StreamHub
+from perptrader.venues.fake.userstream import UserStreams
 from perptrader.venues.fake.weights import WeightLedger, request_weight
 
 log = logging.getLogger(__name__)
@@ -53,6 +63,17 @@ class FakeConfig:
     #: ``aggTrades`` the trades up to it. "per_connection": every subscription replays the
     #: capture from its start (and REST serves the capture's own snapshot and times).
     replay: str = "shared"
+    # -- private side (accounts and trading; account.py, private.py, userstream.py) ----
+    api_keys: dict[str, str] = field(default_factory=lambda: {"fake-key": "fake-secret"})
+    initial_balance: float = 10_000.0  # USDT per account
+    default_leverage: int = 20
+    taker_fee: float = 0.0005
+    maker_fee: float = 0.0002
+    slippage_bps: float = 0.0  # market orders fill at open x (1 +- bps/1e4)
+    fill_timeframe: str | None = None  # bars that price fills; None: finest stored
+    partial_fill_parts: int = 1  # a crossing bar fills 1/n of a resting limit order
+    order_limit_10s: int = 300
+    order_limit_1m: int = 1200
 
 
 class FakeBinance:
@@ -68,9 +89,13 @@ class FakeBinance:
                                    self.config.ban_s)
         self.rest = RestApi(self.data, self.clock.now_ms, seed=self.config.seed)
         self.bybit = BybitApi(self.data, self.clock.now_ms, seed=self.config.seed)
+        self.accounts = Accounts(self.config, self.data, self.clock.now_ms)
+        self.private = PrivateApi(self)
         self._publish_weight_limit()
         self.requests: list[str] = []  # endpoints served, in order (tests read it)
         self.streams = StreamHub(self)
+        self.userstreams = UserStreams(self)
+        self._matcher: asyncio.Task[None] | None = None
         if self.config.replay not in ("shared", "per_connection"):
             raise ValueError("replay must be 'shared' or 'per_connection'")
         self.rest.timeline = self.streams.timeline if self.config.replay == "shared" else None
@@ -89,6 +114,10 @@ class FakeBinance:
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware])
+        app.on_startup.append(self._start_matcher)
+        app.on_cleanup.append(self._stop_matcher)
+        app.add_routes(self.private.routes())
+        app.add_routes(self.userstreams.routes())
         app.add_routes(self.rest.routes())
         app.add_routes(self.bybit.routes())
         app.add_routes([
@@ -99,6 +128,10 @@ class FakeBinance:
             web.post("/_fake/clock", self._post_clock),
             web.get("/_fake/weight", self._get_weight),
             web.post("/_fake/reset", self._reset),
+            web.get("/_fake/account", self._get_account),
+            web.post("/_fake/account/reset", self._reset_account),
+            web.post("/_fake/account/config", self._config_account),
+            web.post("/_fake/listenkey/expire", self._expire_listen_keys),
         ])
         # ccxt.pro turns ``ws.linear = <base>/ws`` into <base>/market/ws/<n> (klines, mark
         # price, liquidations), <base>/public/ws/<n> (depth, trades), <base>/private/ws
@@ -133,7 +166,7 @@ class FakeBinance:
                                    "Internal error; unable to process your request. "
                                    "Please try again." if rule.status >= 500
                                    else "An unknown error occurred while processing the request.")
-        weight = 1 if bybit else request_weight(endpoint, dict(request.query))
+        weight = 1 if bybit else request_weight(endpoint, dict(request.query), request.method)
         verdict = self.ledger.charge(weight)
         if verdict.status != 200:
             return self._limited(verdict.status, verdict.retry_after_s, bybit)
@@ -191,6 +224,26 @@ class FakeBinance:
         resp.headers["Retry-After"] = str(retry_after)
         return resp
 
+    # -- background matching ----------------------------------------------------------
+    async def _start_matcher(self, app: web.Application) -> None:
+        self._matcher = asyncio.create_task(self._match_loop())
+
+    async def _stop_matcher(self, app: web.Application) -> None:
+        if self._matcher is not None:
+            self._matcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._matcher
+
+    async def _match_loop(self) -> None:
+        """Resting orders fill and funding is paid as the clock moves, also while no
+        client asks (the user stream then tells them)."""
+        while True:
+            await asyncio.sleep(self.config.stream_interval_s)
+            try:
+                self.accounts.run()
+            except Exception:  # a bad bar must not stop the loop; the next request shows it
+                log.exception("fake exchange matching failed")
+
     # -- admin ------------------------------------------------------------------------
     async def _get_faults(self, request: web.Request) -> web.Response:
         return web.json_response(self.faults.as_json())
@@ -222,6 +275,33 @@ class FakeBinance:
 
     async def _get_weight(self, request: web.Request) -> web.Response:
         return web.json_response(self.ledger.as_json())
+
+    async def _get_account(self, request: web.Request) -> web.Response:
+        self.accounts.run()
+        return web.json_response({"accounts": {k: a.as_json() for k, a in
+                                               self.accounts.accounts.items()}})
+
+    async def _reset_account(self, request: web.Request) -> web.Response:
+        self.accounts.reset()
+        self.userstreams.keys.clear()
+        return web.json_response({"ok": True})
+
+    async def _config_account(self, request: web.Request) -> web.Response:
+        allowed = {"partial_fill_parts": int, "slippage_bps": float, "taker_fee": float,
+                   "maker_fee": float}
+        try:
+            body = await request.json()
+            unknown = set(body) - set(allowed)
+            if unknown:
+                raise ValueError(f"unknown field(s) {sorted(unknown)}")
+            for name, value in body.items():
+                setattr(self.config, name, allowed[name](value))
+        except (ValueError, TypeError, AttributeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response({name: getattr(self.config, name) for name in allowed})
+
+    async def _expire_listen_keys(self, request: web.Request) -> web.Response:
+        return web.json_response({"expired": self.userstreams.expire_all()})
 
     async def _reset(self, request: web.Request) -> web.Response:
         self.ledger.reset()

@@ -10,6 +10,8 @@ Streams follow the fake clock, checked every ``stream_interval_s``:
   ``<s>@depth[@100ms|@500ms]`` the capture's diffs merged per tick: ``U`` first, ``u``
                         last, ``pu`` the previous message's ``u``, as Binance sends them
   ``<s>@forceOrder``    GENERATED liquidations (``fakeGenerated``: true)
+A connection to ``/ws/<listenKey>`` or ``/private/ws?listenKey=<key>`` is the user data
+stream instead (userstream.py).
 Captures are mapped onto the clock from the first subscription to the symbol (replay
 "shared", the default: one timeline per symbol, so a reconnecting client misses what was
 sent while it was away, and REST ``depth``/``aggTrades`` answer as of the same timeline)
@@ -87,13 +89,17 @@ class StreamHub:
             sub.started_ms = self._timelines.setdefault((sub.symbol, family), sub.started_ms)
         return sub
 
-    async def handle(self, request: web.Request) -> web.WebSocketResponse:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        tail = request.match_info.get("tail", "")
+        listen_key = request.query.get("listenKey") or (
+            tail if tail and "@" not in tail and tail in self.venue.userstreams.keys else "")
+        if listen_key:  # /ws/<listenKey> or /private/ws?listenKey=<key>: the user stream
+            return await self.venue.userstreams.handle(request, listen_key)
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)
         self.connections += 1
         subs: dict[str, Subscription] = {}
         path_streams = request.query.get("streams", "")
-        tail = request.match_info.get("tail", "")
         for name in [*filter(None, path_streams.split("/")), *([tail] if "@" in tail else [])]:
             sub = parse_stream(name, self.venue.clock.now_ms())
             if sub:
@@ -144,13 +150,14 @@ class StreamHub:
             now = self.venue.clock.now_ms()
             for sub in list(subs.values()):
                 for msg in self._due(sub, now):
-                    if not await self._deliver(ws, sub, msg, request):
+                    if not await self.deliver(ws, sub, msg, request):
                         return
                 sub.cursor_ms = now
 
-    async def _deliver(self, ws: web.WebSocketResponse, sub: Subscription,
-                       msg: dict[str, Any], request: web.Request) -> bool:
-        """Send one message through the faults; False when the connection was closed."""
+    async def deliver(self, ws: web.WebSocketResponse, sub: Subscription,
+                      msg: dict[str, Any], request: web.Request) -> bool:
+        """Send one message through the faults (stream name ``sub.kind``; the user data
+        stream's is ``user``); False when the connection was closed."""
         rules = self.venue.faults.for_message(sub.kind)
         out = [msg]
         for rule in rules:

@@ -42,9 +42,31 @@ _WEIGHTS: dict[str, int | Callable[[dict[str, str]], int]] = {
 }
 
 
-def request_weight(endpoint: str, params: dict[str, str]) -> int:
+def _all_symbols(weight: int) -> Callable[[dict[str, str]], int]:
+    return lambda p: 1 if p.get("symbol") else weight
+
+
+#: private endpoints by (method, last path segment): placing orders costs no IP weight
+#: (it counts against the order-rate limits instead); v2 and v3 of positionRisk,
+#: balance and account weigh the same
+_PRIVATE: dict[tuple[str, str], int | Callable[[dict[str, str]], int]] = {
+    ("POST", "order"): 0, ("GET", "order"): 1, ("DELETE", "order"): 1,
+    ("GET", "openOrders"): _all_symbols(40), ("GET", "openOrder"): 1,
+    ("DELETE", "allOpenOrders"): 1, ("GET", "allOrders"): 5, ("GET", "userTrades"): 5,
+    ("POST", "algoOrder"): 0, ("GET", "algoOrder"): 1, ("DELETE", "algoOrder"): 1,
+    ("GET", "openAlgoOrders"): _all_symbols(40), ("GET", "allAlgoOrders"): 5,
+    ("DELETE", "algoOpenOrders"): 1,
+    ("GET", "positionRisk"): 5, ("GET", "balance"): 5, ("GET", "account"): 5,
+    ("POST", "leverage"): 1, ("POST", "marginType"): 1, ("GET", "dual"): 30,
+    ("POST", "dual"): 1, ("GET", "multiAssetsMargin"): 30, ("GET", "commissionRate"): 20,
+    ("GET", "income"): 30, ("GET", "leverageBracket"): 1, ("POST", "listenKey"): 1,
+    ("PUT", "listenKey"): 1, ("DELETE", "listenKey"): 1,
+}
+
+
+def request_weight(endpoint: str, params: dict[str, str], method: str = "GET") -> int:
     """The weight Binance charges for one call (unknown endpoints: 1)."""
-    w = _WEIGHTS.get(endpoint, 1)
+    w = _PRIVATE.get((method, endpoint), _WEIGHTS.get(endpoint, 1))
     try:
         return w(params) if callable(w) else w
     except ValueError:
