@@ -179,13 +179,14 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture
 def stubs(monkeypatch: pytest.MonkeyPatch) -> None:
     """Long-running cores raise Reached instead of serving (the fake exchange, the API),
-    collecting or downloading. A new long-running command needs its stub here: the
+    collecting, downloading or drilling. A new long-running command needs its stub here: the
     per-call deadline cannot interrupt a server that handles SIGALRM itself."""
 
     def reached(*_a: object, **_k: object) -> None:
         raise Reached
 
     import perptrader.marketdata.download as download
+    import perptrader.trading.drill as drill
     import perptrader.venues.collector as collector
     import perptrader.venues.fake.runner as runner_mod
 
@@ -194,6 +195,7 @@ def stubs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(uvicorn, "run", reached)
     monkeypatch.setattr(collector, "collect", reached)
     monkeypatch.setattr(download, "download", reached)
+    monkeypatch.setattr(drill, "run_drill", reached)  # `trade drill`: minutes of kill -9
 
 
 #: bad values that reach code owned by another change in flight, reported to its owner:

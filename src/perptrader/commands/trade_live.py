@@ -177,6 +177,12 @@ def drill(
 
     market = None
     with user_errors():
+        if workdir is not None:
+            try:
+                workdir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise PerptraderError(f"--workdir {workdir}: cannot create it "
+                                      f"({exc.strerror or exc})") from None
         if data is not None:
             from perptrader.venues.fake.data import MarketData
 
