@@ -23,6 +23,6 @@ def test_two_hundred_lifecycles_survive_kill_9(tmp_path: Path) -> None:
     assert report.orders_unknown_to_journal == 0
     assert report.lost_fills == 0
     assert report.journal_fills == report.venue_trades
-    assert report.position_venue == report.position_journal
+    assert report.position_venue == report.position_journal == report.position_table
     assert abs(report.wallet_venue - report.wallet_journal) < 1e-6
     assert report.ok

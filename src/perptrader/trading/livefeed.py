@@ -28,6 +28,8 @@ from perptrader.trading.venue import VenueTrader
 _COLUMNS = ("open", "high", "low", "close", "volume", "quote_volume", "trade_count",
             "taker_buy_base", "taker_buy_quote")
 _PAGE = 1500
+#: bars a live frame keeps (at least ``history_bars``): bounded memory and per-bar copies
+MAX_BARS = 5000
 
 
 @dataclass
@@ -102,10 +104,12 @@ class VenueBarFeed:
             if common is None or len(common) == 0:
                 self.stop.wait(min(self.poll_s, 0.2))  # the venue has not published it yet
                 continue
+            keep = max(self.history_bars, MAX_BARS)
             for s in self.symbols:
                 merged = pd.concat([self.frames[s], new[s].loc[common]])
-                self.frames[s] = self._frame_attrs(s, merged[~merged.index.duplicated(
-                    keep="last")])
+                merged = merged[~merged.index.duplicated(keep="last")]
+                # a run of months must not grow (and copy) its frames without bound
+                self.frames[s] = self._frame_attrs(s, merged.iloc[-keep:])
             newest = common[-1]
             for ts in common:
                 batch = []

@@ -8,7 +8,7 @@ key lapsed anyway, ``listenKeyExpired``.
 The stream runs on its own thread and asyncio loop (ccxt's async client for the key
 calls, aiohttp for the socket) and only ever fills a queue: the engine drains it at its
 own pace. Whenever the socket drops or the key expires the stream says so
-(``connected`` false, ``catch_up`` set) and reconnects with backoff under a fresh key;
+(``connected`` false, ``reconnects`` counted) and reconnects with backoff under a fresh key;
 meanwhile the engine asks over REST, which it does for every open order at every bar
 anyway, so nothing depends on the stream being up: it makes fills arrive sooner.
 """
@@ -82,7 +82,6 @@ class UserStream:
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self.connected = threading.Event()
-        self.catch_up = threading.Event()
         self.events_seen = 0
         self.reconnects = 0
         self.expired = 0
@@ -149,7 +148,6 @@ class UserStream:
                         await asyncio.sleep(delay)
                         delay = min(self.max_backoff_s, delay * 2)
                     self.connected.clear()
-                    self.catch_up.set()
                     self.reconnects += 1
         finally:
             with contextlib.suppress(Exception):
