@@ -3,6 +3,7 @@ blocks) against the LSTM reference of the same width and depth, in the same run.
 
     .venv/bin/python bench/bench_xlstm.py [--seq-len 64] [--d-model 64] [--batch 64]
                                           [--steps 30] [--warmup 5] [--synthetic]
+                                          [--package-too] [--n-blocks 2] [--slstm-at 1]
 
 Inputs are the pattern expert's real windows (per-window normalised OHLCV + the pattern
 feature columns): the real BTCUSDT 1h futures file of ../shared/data plus its 8h funding
@@ -10,8 +11,13 @@ and 1h mark files are imported into a temporary embedded store and the ML table 
 built with ``load_ml_frame``; when the files are absent (or ``--synthetic``) a synthetic
 random-walk table is used instead and the output says so. A step = window gather +
 normalisation + forward + focal loss + backward + clip + AdamW step (what ``fit``
-does per batch), timed after ``--warmup`` steps. CPU always; CUDA too when available
-(sLSTM "cuda" kernel, bf16/fp16 autocast as in training).
+does per batch), timed after ``--warmup`` steps, in ``--rounds`` chunks interleaved
+between the models (a shared machine's load shifts hit all models alike). CPU always;
+CUDA too when available (sLSTM "cuda" kernel, bf16/fp16 autocast as in training).
+The xLSTM runs the expert's default forward (``xlstm_kernel="fast"`` on CPU, see
+``ml.nn.networks``); ``--package-too`` also times the ``xlstm`` package's own forward
+of the same net (the state before the fast form), with its own ratio to the same LSTM
+measurement.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -51,9 +59,10 @@ def synthetic_table() -> MLFrame:
     return synthetic_ml_frame(n=6000)
 
 
-def throughput(model: XLSTMExpert | LSTMReference, data: MLFrame, device: torch.device,
-               steps: int, warmup: int) -> tuple[float, int]:
-    """(training samples/s, parameters) of ``model``'s net on ``device``."""
+def trainer(model: XLSTMExpert | LSTMReference, data: MLFrame, device: torch.device
+            ) -> tuple[Callable[[int], float], int]:
+    """(run, parameters): ``run(n)`` trains ``model``'s net for n steps and returns the
+    seconds they took."""
     cfg = model.config
     torch.manual_seed(cfg.seed)
     model.columns = model.input_columns(data)
@@ -74,18 +83,38 @@ def throughput(model: XLSTMExpert | LSTMReference, data: MLFrame, device: torch.
         loss = criterion(logits, y_all[torch.as_tensor(ends, device=device)])
         optimizer_step(net, optimizer, loss, precision, cfg.grad_clip)
 
-    def sync() -> None:
+    def run(n: int) -> float:
         if device.type == "cuda":
             torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
 
-    for _ in range(warmup):
-        step()
-    sync()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync()
-    return steps * cfg.batch_size / (time.perf_counter() - t0), count_parameters(net)
+    return run, count_parameters(net)
+
+
+def interleaved_rates(runs: dict[str, Callable[[int], float]], batch: int, steps: int,
+                      warmup: int, rounds: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Training samples/s of each model over ``steps`` steps, timed in ``rounds``
+    interleaved chunks (model A, model B, ..., A, B, ...) so that a load change on a
+    shared machine hits all of them alike; plus, per model, the median over the rounds
+    of its rate relative to the last model's (the reference) in the same round."""
+    for run in runs.values():
+        run(warmup)
+    chunks = [steps // rounds + (r < steps % rounds) for r in range(rounds)]
+    seconds: dict[str, list[float]] = {label: [] for label in runs}
+    for n in chunks:
+        for label, run in runs.items():
+            seconds[label].append(run(n) / n)
+    reference = list(runs)[-1]
+    rates = {label: steps * batch / (sum(s * n for s, n in zip(secs, chunks, strict=True)))
+             for label, secs in seconds.items()}
+    relative = {label: float(np.median(np.divide(seconds[reference], secs)))
+                for label, secs in seconds.items()}
+    return rates, relative
 
 
 def main() -> None:
@@ -95,9 +124,17 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="the timed steps run in this many interleaved rounds")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: every core)")
+    parser.add_argument("--n-blocks", type=int, default=ExpertConfig.n_blocks,
+                        help="xLSTM blocks = LSTM layers (the depth of both sides)")
+    parser.add_argument("--slstm-at", default=",".join(map(str, ExpertConfig.slstm_at)),
+                        help="sLSTM block positions, comma-separated ('' = mLSTM only)")
     parser.add_argument("--synthetic", action="store_true", help="skip the real data")
+    parser.add_argument("--package-too", action="store_true",
+                        help="also time the xlstm package's own forward (slow on CPU)")
     args = parser.parse_args()
 
     t0 = time.perf_counter()
@@ -113,8 +150,12 @@ def main() -> None:
           f"(built in {time.perf_counter() - t0:.1f} s)")
     print(f"seq_len {args.seq_len} · d_model {args.d_model} · batch {args.batch} · "
           f"{args.steps} timed steps after {args.warmup} warm-up steps")
+    slstm_at = tuple(int(i) for i in args.slstm_at.split(",") if i.strip())
+    print(f"xLSTM blocks {args.n_blocks}, sLSTM at {list(slstm_at)} · "
+          f"LSTM layers {args.n_blocks}")
     cfg = ExpertConfig(seq_len=args.seq_len, d_model=args.d_model, batch_size=args.batch,
-                       cpu_threads=args.threads)
+                       cpu_threads=args.threads, n_blocks=args.n_blocks, slstm_at=slstm_at)
+    layout = "+".join("sLSTM" if i in slstm_at else "mLSTM" for i in range(args.n_blocks))
     devices = [torch.device("cpu")]
     if torch.cuda.is_available():
         devices.append(torch.device("cuda"))
@@ -123,15 +164,25 @@ def main() -> None:
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
             f"CPU, {torch.get_num_threads()} threads"
         print(f"\ndevice: {device} ({name})")
-        rates = {}
-        for label, model in (("xLSTM pattern (mLSTM+sLSTM)", XLSTMExpert("pattern", cfg)),
-                             ("LSTM reference", LSTMReference(cfg))):
-            rate, n_params = throughput(model, data, device, args.steps, args.warmup)
-            rates[label] = rate
-            print(f"  {label:<28} {n_params:>9,} params  {rate:>10,.0f} samples/s")
-        x, lstm = rates.values()
-        print(f"  ratio xLSTM / LSTM: {x / lstm:.2f} (xLSTM is {lstm / x:.1f}x slower)")
-
+        models: list[tuple[str, XLSTMExpert | LSTMReference]] = [
+            (f"xLSTM pattern ({layout})", XLSTMExpert("pattern", cfg))]
+        if args.package_too and device.type == "cpu":
+            models.append(("xLSTM, package forward", XLSTMExpert(
+                "pattern", replace(cfg, xlstm_kernel="package"))))
+        models.append(("LSTM reference", LSTMReference(cfg)))
+        runs, n_params = {}, {}
+        for label, model in models:
+            runs[label], n_params[label] = trainer(model, data, device)
+        rates, relative = interleaved_rates(runs, args.batch, args.steps, args.warmup,
+                                            args.rounds)
+        for label, rate in rates.items():
+            print(f"  {label:<28} {n_params[label]:>9,} params  {rate:>10,.0f} samples/s")
+        lstm = rates.pop("LSTM reference")
+        for label, x in rates.items():
+            name = "ratio xLSTM / LSTM" if label.startswith("xLSTM pattern") else \
+                "ratio package-forward xLSTM / LSTM"
+            print(f"  {name}: {x / lstm:.2f} (xLSTM is {lstm / x:.1f}x slower; median "
+                  f"of the {args.rounds} interleaved rounds {relative[label]:.2f})")
 
 if __name__ == "__main__":
     main()

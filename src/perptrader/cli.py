@@ -15,6 +15,7 @@ from perptrader.commands import (
     features,
     ml,
     notify,
+    research,
     rl,
     strategies,
     trade,
@@ -42,6 +43,7 @@ app.command("predict")(ml.predict)
 app.add_typer(ml.models_app, name="models")
 app.command("tune")(tune)
 app.add_typer(rl.app, name="rl")
+app.add_typer(research.app, name="research")
 app.add_typer(trade.app, name="trade")
 app.add_typer(audit.app, name="audit")
 app.add_typer(notify.app, name="notify")

@@ -1,5 +1,5 @@
 """Imports flow one way: core <- marketdata/sim/persistence <- features/venues <-
-strategies <- backtest <- ml <- rl <- trading <- commands/api/notify/cli.
+strategies <- backtest <- ml <- rl <- research/trading <- commands/api/notify/cli.
 
 Every ``import``/``from ... import`` in every module is read from the source (lazy
 imports inside functions included, which ``python -c 'import x'`` would never see), and
@@ -30,6 +30,7 @@ ALLOWED: dict[str, set[str]] = {
     "backtest": BASE | {"marketdata", "sim", "features", "strategies"},
     "ml": BASE | {"marketdata", "sim", "features", "strategies", "backtest"},
     "rl": BASE | {"marketdata", "sim", "features", "strategies", "backtest", "ml"},
+    "research": BASE | {"marketdata", "sim", "features", "strategies", "backtest", "ml", "rl"},
     "trading": BASE | {"marketdata", "sim", "features", "strategies", "backtest", "ml", "rl",
                        "persistence", "venues"},
 }

@@ -207,3 +207,117 @@ def test_real_btc_class_balance(real_btc_1h: pd.DataFrame) -> None:
     fwd = forward_returns(real_btc_1h)
     assert fwd["fwd_ret_24"].iloc[-24:].isna().all()
     assert fwd["fwd_ret_1"].dropna().abs().max() < 0.2
+
+
+# -- round-trip costs -----------------------------------------------------------------
+COST = 0.004  # large against WIDTH (~1.7%) so the shift is visible on a hand-made path
+TB_COST = LabelConfig(vol_window=4, max_holding=3, tp_multiplier=1.0, sl_multiplier=1.0,
+                      cost=COST)
+
+
+def _entry_cost(path) -> pd.Series:
+    return triple_barrier_labels(_bars(path), TB_COST).iloc[len(WARM) - 1]
+
+
+def test_cost_moves_take_profit_out() -> None:
+    # reaches the gross barrier but not gross + cost: a win before costs, not after
+    path = [(100.0, UP + 0.05, 99.9, UP), (UP, UP, UP, UP), (UP, UP, UP, UP)]
+    assert _entry(path)["label_tb"] == 1
+    row = _entry_cost(path)
+    assert row["label_tb"] == 0 and row["label_tb_barrier"] == "time"
+    assert row["label_tb_ret"] == pytest.approx(UP / 100.0 - 1 - COST)
+    # beyond gross + cost: take-profit, netting exactly the tp distance
+    up_net = 100.0 * (1 + COST + WIDTH)
+    row = _entry_cost([(100.0, up_net + 0.01, 99.9, up_net), *path[1:]])
+    assert row["label_tb"] == 1 and row["label_tb_bars"] == 1
+    assert row["label_tb_ret"] == pytest.approx(WIDTH)
+
+
+def test_cost_keeps_stop_and_nets_the_loss() -> None:
+    path = [(100.0, 100.2, DOWN - 0.01, DOWN), (DOWN, DOWN, DOWN, DOWN),
+            (DOWN, DOWN, DOWN, DOWN)]
+    row = _entry_cost(path)
+    assert row["label_tb"] == -1 and row["label_tb_bars"] == 1
+    assert row["label_tb_ret"] == pytest.approx(-WIDTH - COST)
+
+
+def test_cost_signs_on_random_walk() -> None:
+    rng = np.random.default_rng(3)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, 3000)))
+    frame = _walk_bars(close, rng)
+    gross = triple_barrier_labels(frame, LabelConfig(vol_window=24, max_holding=12))
+    net = triple_barrier_labels(frame, LabelConfig(vol_window=24, max_holding=12,
+                                                   cost=0.0012))
+    tp, sl = net["label_tb"] == 1, net["label_tb"] == -1
+    assert (net["label_tb_ret"][tp] > 0).all() and (net["label_tb_ret"][sl] < -0.0012).all()
+    # costs only make a long harder to win: fewer take-profits, never more
+    assert tp.sum() < (gross["label_tb"] == 1).sum()
+    # the stop barrier does not move: a gross stop is the same stop, at the same bar
+    was_sl = gross["label_tb"] == -1
+    assert (net["label_tb"][was_sl] == -1).all()
+    np.testing.assert_array_equal(net["label_tb_bars"][was_sl], gross["label_tb_bars"][was_sl])
+
+
+def _walk_bars(close: np.ndarray, rng: np.random.Generator) -> pd.DataFrame:
+    open_ = np.concatenate(([close[0]], close[:-1]))
+    high = np.maximum(open_, close) * (1 + rng.uniform(0, 0.004, len(close)))
+    low = np.minimum(open_, close) * (1 - rng.uniform(0, 0.004, len(close)))
+    idx = pd.date_range("2024-01-01", periods=len(close), freq="1h", tz="UTC")
+    return pd.DataFrame({"open": open_, "high": high, "low": low, "close": close}, index=idx)
+
+
+def _reference_gross(frame: pd.DataFrame, cfg: LabelConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The gross rule written out plainly (the pre-cost formula): label and return."""
+    o, h, lo, c = (frame[k].to_numpy() for k in ("open", "high", "low", "close"))
+    r = np.log(c[1:] / c[:-1])
+    n, hz, vw = len(c), cfg.max_holding, cfg.vol_window
+    label, ret = np.full(n, np.nan), np.full(n, np.nan)
+    for t in range(vw, n - hz):
+        w = np.std(r[t - vw:t], ddof=1) * np.sqrt(hz)
+        up, down = c[t] * (1.0 + cfg.tp_multiplier * w), c[t] * (1.0 - cfg.sl_multiplier * w)
+        label[t], ret[t] = 0.0, c[t + hz] / c[t] - 1.0
+        for j in range(t + 1, t + hz + 1):
+            if lo[j] <= down:
+                label[t], ret[t] = -1.0, min(down, o[j]) / c[t] - 1.0
+                break
+            if h[j] >= up:
+                label[t], ret[t] = 1.0, up / c[t] - 1.0
+                break
+    return label, ret
+
+
+def test_zero_cost_is_the_gross_label_bit_for_bit() -> None:
+    rng = np.random.default_rng(11)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, 800)))
+    frame = _walk_bars(close, rng)
+    cfg = LabelConfig(vol_window=24, max_holding=12, cost=0.0)
+    out = triple_barrier_labels(frame, cfg)
+    label, ret = _reference_gross(frame, cfg)
+    known = ~np.isnan(out["label_tb"].to_numpy())
+    # σ may differ from np.std in the last bit; barriers equal up to that, labels exactly
+    np.testing.assert_array_equal(out["label_tb"].to_numpy()[known], label[known])
+    np.testing.assert_allclose(out["label_tb_ret"].to_numpy()[known], ret[known], rtol=1e-12)
+    pd.testing.assert_frame_equal(out, triple_barrier_labels(frame, LabelConfig(
+        vol_window=24, max_holding=12)))
+
+
+def test_cost_validation() -> None:
+    for bad in (-0.001, float("nan"), 1.0):
+        with pytest.raises(ValueError, match="cost"):
+            LabelConfig(cost=bad)
+
+
+@pytest.mark.integration
+def test_real_btc_net_of_costs(real_btc_1h: pd.DataFrame) -> None:
+    gross = triple_barrier_labels(real_btc_1h, LabelConfig())
+    net = triple_barrier_labels(real_btc_1h, LabelConfig(cost=0.0012))
+    g, c = class_balance(gross["label_tb"]), class_balance(net["label_tb"])
+    print(f"\nBTCUSDT 1h triple barrier, gross:\n{g}\nnet of 0.12% round trip:\n{c}")
+    assert c.loc["BUY", "share"] < g.loc["BUY", "share"]
+    assert c.loc["SELL", "share"] == pytest.approx(g.loc["SELL", "share"], abs=0.01)
+    tp = net["label_tb"] == 1
+    assert (net["label_tb_ret"][tp] > 0).all()
+    was_sl = gross["label_tb"] == -1
+    assert (net["label_tb"][was_sl] == -1).all()  # the stop did not move
+    np.testing.assert_allclose(net["label_tb_ret"][was_sl],
+                               gross["label_tb_ret"][was_sl] - 0.0012, atol=1e-15)

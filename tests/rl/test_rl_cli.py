@@ -175,6 +175,10 @@ def test_eval_is_out_of_sample_beside_the_baselines(trained: Trained,
                 "collapsed"):
         assert key in out, key
     assert isinstance(out["collapsed"], bool)
+    assert out["verdict"] == ("ok" if not out["collapsed"] else
+                              f"fail: collapsed ({out['collapse_reason']})")
+    assert [r["seed"] for r in out["seeds"]] == [0]
+    assert out["seeds"][0]["total_return"] == out["total_return"]
     assert sum(out["action_distribution"].values()) == pytest.approx(1.0, abs=1e-3)
     base = out["baselines"]
     assert {"buy_and_hold", "always_flat", "random"} <= set(base)
@@ -195,6 +199,46 @@ def test_eval_is_out_of_sample_beside_the_baselines(trained: Trained,
                   "2024-07-25", "--json"])
     assert res.exit_code == 0, res.output
     assert any("IN-SAMPLE" in w for w in json.loads(res.stdout)["warnings"])
+
+
+# ---- several seeds -----------------------------------------------------------------------------
+@pytest.mark.slow
+def test_seeds_are_trained_evaluated_and_averaged(trained: Trained, agent_dir: Path) -> None:
+    """``--seeds 2``: two policies (the second under seeds/1/), each checked on the
+    validation slice at training time and evaluated out of sample; the mean is over both
+    and the verdict fails when either collapsed."""
+    models = ",".join(QUICK_MODELS.values())
+    res = invoke(["rl", "train", "--name", "s2", "--models", models, "--seeds", "2", *PPO])
+    assert res.exit_code == 0, res.output
+    assert "verdict (validation slice): " in flat_text(res)
+    folder = agent_dir / "agents" / "s2"
+    assert (folder / "ppo" / "policy.zip").is_file()
+    assert (folder / "seeds" / "1" / "ppo" / "policy.zip").is_file()
+    m = json.loads((folder / "manifest.json").read_text())
+    assert m["seeds"] == [0, 1] and m["ppo"]["seeds"] == 2
+    assert m["ppo"]["ent_coef"] > m["ppo"]["ent_coef_end"]
+    assert [r["seed"] for r in m["training"]] == [0, 1]
+    checks = m["validation"]["seeds"]
+    assert [c["seed"] for c in checks] == [0, 1]
+    assert m["validation"]["verdict"].startswith("fail: collapsed") == any(
+        c["collapsed"] for c in checks)
+    res = invoke(["rl", "evaluate", "--name", "s2", "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    rows = out["seeds"]
+    assert [r["seed"] for r in rows] == [0, 1]
+    assert out["total_return"] == rows[0]["total_return"]
+    assert out["seed_mean"]["total_return"] == pytest.approx(
+        np.mean([r["total_return"] for r in rows]))
+    bad = [r["seed"] for r in rows if r["collapsed"]]
+    assert out["collapsed"] == bool(bad)
+    if bad:
+        assert out["verdict"].startswith(f"fail: collapsed (seed {bad[0]}: ")
+    else:
+        assert out["verdict"] == "ok"
+    res = invoke(["rl", "eval", "--name", "s2"])
+    assert res.exit_code == 0, res.output
+    assert f"verdict (out of sample): {out['verdict']}" in flat_text(res)
 
 
 # ---- ppo-dual on the registered models --------------------------------------------------------

@@ -101,6 +101,9 @@ def train(
         "batch_size, n_epochs, learning_rate, gamma, ent_coef, net_arch, episode_bars, "
         "eval_every, checkpoint_every, seed..."),
     seed: int = typer.Option(0, "--seed", help="Seed of PPO, the environments and torch."),
+    seeds: int = typer.Option(1, "--seeds", min=1, help="Policies trained with seeds SEED, "
+                              "SEED+1, ...; `rl eval` reports each and their mean and fails "
+                              "when any collapsed. The first is the one rl:NAME trades."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an agent of this name."),
     as_json: bool = typer.Option(False, "--json", help="Print the agent's manifest as JSON."),
 ) -> None:
@@ -108,7 +111,7 @@ def train(
     checkpoints, TensorBoard logs and a validation slice that picks the policy kept."""
     cfg = settings()
     weights = {k: float(v) for k, v in parse_params(reward_weight).items()}
-    overrides = {**parse_params(param), "seed": seed}
+    overrides = {**parse_params(param), "seed": seed, "seeds": seeds}
     out = err_console if as_json else console
     with store_session(cfg) as store:
         manifest = run_training(
@@ -120,6 +123,8 @@ def train(
     if as_json:
         print_json(manifest)
         return
+    print_verdict(manifest.get("validation", {}).get("verdict"), out,
+                  where="validation slice")
     out.print(f"agent [bold]{name}[/bold] saved to {manifest['path']} (TensorBoard: "
               f"tensorboard --logdir {Path(manifest['path']) / 'tensorboard'}); evaluate: "
               f"perptrader rl eval --name {name}")
@@ -148,6 +153,34 @@ def list_agents(as_json: bool = typer.Option(False, "--json", help="Print JSON."
     console.print(t)
 
 
+def print_verdict(verdict: str | None, out: Console, *, where: str) -> None:
+    """The collapse verdict in one line: green ok, red fail."""
+    if verdict is None:
+        return
+    style = "green" if verdict == "ok" else "bold red"
+    out.print(f"verdict ({where}): [{style}]{verdict}[/{style}]")
+
+
+def print_seeds(payload: dict[str, Any], out: Console) -> None:
+    """Each seed's figures and collapse, and their mean (only for several seeds)."""
+    rows = payload.get("seeds") or []
+    if len(rows) < 2:
+        return
+    t = Table(title="seeds")
+    for col in ("seed", "return", "sharpe", "max DD", "trades", "turnover", "collapse"):
+        t.add_column(col)
+
+    def fmt(v: Any, spec: str) -> str:
+        return "-" if v is None else format(v, spec)
+
+    for r in [*rows, {"seed": "mean", **payload.get("seed_mean", {})}]:
+        t.add_row(str(r["seed"]), fmt(r.get("total_return"), "+.2%"),
+                  fmt(r.get("sharpe"), ".2f"), fmt(r.get("max_drawdown"), ".1%"),
+                  fmt(r.get("trades"), ".0f"), fmt(r.get("turnover"), ".1f"),
+                  r.get("collapse_reason") or ("" if r["seed"] == "mean" else "no"))
+    out.print(t)
+
+
 def print_eval(payload: dict[str, Any], out: Console) -> None:
     rows = [(f"rl:{payload['name']} ({payload['agent']})", payload),
             *payload["baselines"].items()]
@@ -160,12 +193,15 @@ def print_eval(payload: dict[str, Any], out: Console) -> None:
     out.print(f"time long {pos['long']:.0%}, short {pos['short']:.0%}, flat {pos['flat']:.0%}")
     if payload["collapsed"]:
         out.print(f"[bold red]COLLAPSED: {payload['collapse_reason']}[/bold red]")
+    print_seeds(payload, out)
+    print_verdict(payload.get("verdict"), out, where="out of sample")
     for w in payload["warnings"]:
         out.print(f"[yellow]warning:[/yellow] {w}")
     if payload.get("report"):
         out.print(f"report: {payload['report']}")
 
 
+@app.command("evaluate", hidden=True)
 @app.command("eval")
 def evaluate(
     name: str = typer.Option(..., "--name", help="Agent name."),

@@ -11,7 +11,8 @@ the most recent market always goes nowhere.
   the same thing in a quiet and a wild market.
 * ``triple_barrier_labels`` (López de Prado, *Advances in Financial Machine Learning*,
   ch. 3): take-profit / stop-loss barriers sized by volatility and a time limit; the
-  label is whichever is hit first, checked on bar highs/lows.
+  label is whichever is hit first, checked on bar highs/lows; optionally net of a
+  round-trip trading cost (``LabelConfig.cost``), so +1 means profitable after costs.
 * ``forward_returns``: log returns over fixed horizons, for regression.
 """
 
@@ -92,6 +93,11 @@ class LabelConfig:
     sl_multiplier: float = 1.0
     #: triple-barrier time limit in bars
     max_holding: int = 24
+    #: round-trip trading cost as a fraction of the entry price (e.g. 0.0012 = 2 x (0.04%
+    #: taker fee + 0.02% slippage)), charged by the triple-barrier label only: the
+    #: take-profit barrier moves out by it and ``label_tb_ret`` is net of it. 0 keeps the
+    #: gross label (the measured shares above are at 0).
+    cost: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("future_window", "max_holding"):
@@ -102,6 +108,8 @@ class LabelConfig:
         for name in ("threshold_multiplier", "tp_multiplier", "sl_multiplier"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, not {getattr(self, name)}")
+        if not 0.0 <= self.cost < 1.0:  # also refuses NaN
+            raise ValueError(f"cost must be in [0, 1), not {self.cost}")
 
 
 def _close(frame: pd.DataFrame) -> np.ndarray:
@@ -144,7 +152,7 @@ def adaptive_labels(frame: pd.DataFrame, cfg: LabelConfig | None = None) -> pd.D
 
 @njit(cache=True)
 def _triple_barrier(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close: np.ndarray,
-                    width: np.ndarray, tp: float, sl: float, horizon: int
+                    width: np.ndarray, tp: float, sl: float, horizon: int, cost: float
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     n = close.shape[0]
     label = np.full(n, np.nan)
@@ -156,7 +164,8 @@ def _triple_barrier(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close:
         w = width[t]
         if np.isnan(c0) or np.isnan(w) or c0 <= 0.0:
             continue
-        up = c0 * (1.0 + tp * w)
+        # tp * w + 0.0 == tp * w exactly: cost 0 gives the gross barrier bit for bit
+        up = c0 * (1.0 + (tp * w + cost))
         down = c0 * (1.0 - sl * w)
         code = 0
         j_end = t + horizon
@@ -187,7 +196,7 @@ def _triple_barrier(open_: np.ndarray, high: np.ndarray, low: np.ndarray, close:
         label[t] = code
         barrier[t] = code
         bars[t] = j_end - t
-        ret[t] = exit_px / c0 - 1.0
+        ret[t] = exit_px / c0 - 1.0 - cost
     return label, barrier, bars, ret
 
 
@@ -202,9 +211,23 @@ def triple_barrier_labels(frame: pd.DataFrame, cfg: LabelConfig | None = None) -
     prove). Exit price: the barrier, except a stop gapped through at the bar open,
     which fills at that open; at the time limit, the close of t+max_holding.
 
+    Costs (``cfg.cost`` = c, round trip, as a fraction of the entry price): the labels
+    are about the trade, not the price, so
+
+    * take-profit: upper barrier close_t × (1 + c + tp × σ_H): hitting it nets
+      exactly +tp × σ_H after costs, so +1 always means "profitable after costs";
+    * stop-loss: lower barrier unchanged at close_t × (1 − sl × σ_H): hitting it nets
+      −sl × σ_H − c, a loss after costs by at least the stop distance. The stop is
+      not moved towards the entry by c: with c ≥ sl × σ_H (a very quiet market) it
+      would sit at or above the entry price and "stop out" on noise;
+    * time-out: 0, whatever its sign; ``label_tb_ret`` tells its net result;
+    * ``label_tb_ret`` = exit / entry − 1 − c (net).
+
+    With c = 0 every output is the gross label, bit for bit.
+
     Columns: ``label_tb`` (+1 take-profit, -1 stop-loss, 0 time-out), ``label_tb_barrier``
     (categorical 'tp'/'sl'/'time'), ``label_tb_bars`` (bars from entry to exit),
-    ``label_tb_ret`` (exit / entry − 1). All NaN for the last ``max_holding`` rows even
+    ``label_tb_ret`` (exit / entry − 1 − cost). All NaN for the last ``max_holding`` rows even
     when a barrier is touched early in them: labelling only those would keep just the
     fast hits at the end of the data, a biased sample. NaN also during σ's warm-up and
     when a bar of the path is missing.
@@ -218,7 +241,8 @@ def triple_barrier_labels(frame: pd.DataFrame, cfg: LabelConfig | None = None) -
                                                                            "low")]
     width = bar_volatility(close, cfg.vol_window) * np.sqrt(cfg.max_holding)
     label, code, bars, ret = _triple_barrier(*arrays, close, width, float(cfg.tp_multiplier),
-                                             float(cfg.sl_multiplier), int(cfg.max_holding))
+                                             float(cfg.sl_multiplier), int(cfg.max_holding),
+                                             float(cfg.cost))
     names = pd.Series(code).map(BARRIER_CODES)
     barrier = pd.Categorical(names, categories=["sl", "time", "tp"])
     return pd.DataFrame({"label_tb": label, "label_tb_barrier": barrier,

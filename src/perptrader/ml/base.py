@@ -58,6 +58,9 @@ class MLFrame:
     horizon: int = 24
     #: feature_hash, feature_set, symbol, timeframe, data range (from the build metadata)
     meta: dict[str, Any] = field(default_factory=dict)
+    #: optional per-row training weight (one per frame row; NaN = 1), e.g. label
+    #: uniqueness (``ml.weights``); models that support it multiply it into their loss
+    sample_weight: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         # one hash set of plain strs: ``in`` on a str Index costs ~1 us a label
@@ -65,6 +68,14 @@ class MLFrame:
         missing = [c for c in (*self.features, self.label) if c not in have]
         if missing:
             raise KeyError(f"MLFrame: columns missing from the frame: {missing[:10]}")
+        if self.sample_weight is not None:
+            weight = np.asarray(self.sample_weight, dtype=np.float64)
+            if weight.shape != (len(self.frame),):
+                raise ValueError(f"MLFrame: sample_weight must have one value per row "
+                                 f"({len(self.frame)}), got shape {weight.shape}")
+            if (weight[~np.isnan(weight)] < 0).any():
+                raise ValueError("MLFrame: sample_weight must be >= 0 (or NaN)")
+            self.sample_weight = weight
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -112,6 +123,14 @@ class MLFrame:
             return None  # the ordinary path names the missing column
         at = np.fromiter((position[c] for c in cols), dtype=np.int64, count=len(cols))
         return values[rows[:, None], at].astype(np.float32)
+
+    def weights(self, rows: np.ndarray) -> np.ndarray:
+        """``sample_weight`` of the given row positions (1 where absent or NaN)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if self.sample_weight is None:
+            return np.ones(len(rows))
+        weight = self.sample_weight[rows]
+        return np.where(np.isnan(weight), 1.0, weight)
 
     def labelled(self, rows: np.ndarray) -> np.ndarray:
         """The positions among ``rows`` whose label is known."""

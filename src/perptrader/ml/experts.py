@@ -204,12 +204,14 @@ class XLSTMExpert(_SequenceExpert):
 
     def _build_net(self, n_inputs: int, device: torch.device) -> SequenceNet:
         cfg = self.config
-        # the sLSTM kernel: CUDA backend on a GPU, the pure-PyTorch one on CPU
+        # the sLSTM kernel: CUDA backend on a GPU, the pure-PyTorch one on CPU (where
+        # kernel="fast" replaces the package's forward; XLSTMNet keeps the package's
+        # fused sLSTM on a GPU)
         backend = "cuda" if device.type == "cuda" else "vanilla"
         net = XLSTMNet(n_inputs, seq_len=cfg.seq_len, d_model=cfg.d_model,
                        n_blocks=cfg.n_blocks, slstm_at=cfg.slstm_at,
                        embedding_dim=cfg.embedding_dim, dropout=cfg.dropout,
-                       slstm_backend=backend)
+                       slstm_backend=backend, kernel=cfg.xlstm_kernel)
         return net.to(device)
 
     @classmethod

@@ -39,14 +39,21 @@ OWN_KEYS = ("n_estimators", "early_stopping_rounds", "progress_every", "class_we
 SMALL_BATCH = 256
 
 
-def class_weight_table(y: np.ndarray) -> np.ndarray:
+def class_weight_table(y: np.ndarray, sample_weight: np.ndarray | None = None) -> np.ndarray:
     """(3,) per-class weights n / (n_classes_present * n_c): every present class weighs
     the same in the loss (sklearn's ``class_weight="balanced"``); an absent class gets 0
-    because it has no rows to weigh."""
-    counts = np.bincount(y, minlength=N_CLASSES).astype(np.float64)
+    because it has no rows to weigh.
+
+    With per-row ``sample_weight`` n and n_c are sums of weights, so the classes still
+    weigh the same once the row weights are applied: label-uniqueness weights are lower
+    for time-outs (they span the whole holding period), and balancing on plain counts
+    would quietly shift the mix away from them (on BTCUSDT 1h, HOLD 45% of rows but 34%
+    of the weight)."""
+    counts = np.bincount(y, weights=sample_weight, minlength=N_CLASSES).astype(np.float64)
     present = counts > 0
     out = np.zeros(N_CLASSES)
-    out[present] = len(y) / (present.sum() * counts[present])
+    total = len(y) if sample_weight is None else counts.sum()
+    out[present] = total / (present.sum() * counts[present])
     return out
 
 
@@ -130,11 +137,16 @@ class _BoostedTrees:
         if mode not in ("balanced", None):
             raise ValueError(f"{self.kind}: class_weight must be 'balanced' or None, "
                              f"got {mode!r}")
-        weights = class_weight_table(y[tr]) if mode == "balanced" else np.ones(N_CLASSES)
+        # per-row ``data.sample_weight`` (e.g. label uniqueness) times the class weight,
+        # the classes balanced on the weighted train rows
+        row_tr, row_va = data.weights(tr), data.weights(va)
+        weighted = row_tr if data.sample_weight is not None else None
+        weights = (class_weight_table(y[tr], weighted) if mode == "balanced" else
+                   np.ones(N_CLASSES))
         t0 = time.perf_counter()
         train_curve, valid_curve = self._train(
-            data.x(tr, columns), y[tr], weights[y[tr]],
-            data.x(va, columns), y[va], weights[y[va]], progress)
+            data.x(tr, columns), y[tr], weights[y[tr]] * row_tr,
+            data.x(va, columns), y[va], weights[y[va]] * row_va, progress)
         best = int(self.best_iteration if self.best_iteration is not None else
                    len(valid_curve) - 1)
         self.best_iteration = best
@@ -144,6 +156,7 @@ class _BoostedTrees:
             "n_iterations": len(valid_curve),
             "best_val_loss": float(valid_curve[best]) if valid_curve else float("nan"),
             "class_weights": dict(zip(CLASSES, map(float, weights), strict=True)),
+            "sample_weight": data.sample_weight is not None,
             "n_train": len(tr), "n_valid": len(va),
             "seconds": round(time.perf_counter() - t0, 3),
             "curve": [{"iteration": i + 1, "train_loss": float(t), "val_loss": float(v)}

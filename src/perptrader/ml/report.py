@@ -340,5 +340,10 @@ def write_ml_report(path: Path, summary: dict,
     return path
 
 
-__all__ = ["confusion_figure", "fold_table", "history_frame", "learning_figure", "oos_table",
-           "write_ml_report"]
+#: the page style, number format and table of these reports, shared with other reports
+REPORT_CSS = _CSS
+fmt_num = _num
+html_table = _table
+
+__all__ = ["REPORT_CSS", "confusion_figure", "fmt_num", "fold_table", "history_frame",
+           "html_table", "learning_figure", "oos_table", "write_ml_report"]

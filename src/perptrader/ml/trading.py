@@ -63,24 +63,38 @@ def oos_backtest_result(data: MLFrame, bars: pd.DataFrame, oos_proba: pd.DataFra
                         costs: Any | None = None, leverage: float = 1.0,
                         funding: pd.DataFrame | None = None):
     """The ``BacktestResult`` of the OOS targets over the span of the test windows."""
-    from perptrader.backtest.engine import run_on_frame
-
     if oos_proba.empty:
         raise PerptraderError("no out-of-sample predictions to backtest")
-    first, last = oos_proba.index.min(), oos_proba.index.max()
+    return targets_backtest_result(
+        bars, oos_targets(oos_proba, buy_threshold, sell_threshold),
+        symbol=str(data.meta.get("symbol") or ""),
+        timeframe=str(data.meta.get("timeframe") or "1h"), costs=costs, leverage=leverage,
+        funding=funding, label="model_oos",
+        settings={"buy_threshold": buy_threshold, "sell_threshold": sell_threshold})
+
+
+def targets_backtest_result(bars: pd.DataFrame, targets: pd.Series, *, symbol: str,
+                            timeframe: str, costs: Any | None = None, leverage: float = 1.0,
+                            funding: pd.DataFrame | None = None, label: str = "targets",
+                            settings: dict[str, Any] | None = None, n_trials: int = 1):
+    """The ``BacktestResult`` of per-bar ``targets`` (index = bar open times, decided at
+    the close) over their span of ``bars``, beside buy-and-hold on the same bars; bars
+    of the span without a target are flat."""
+    from perptrader.backtest.engine import run_on_frame
+
+    if targets.empty:
+        raise PerptraderError("no targets to backtest")
+    first, last = targets.index.min(), targets.index.max()
     span = bars.loc[(bars.index >= first) & (bars.index <= last)]
     if len(span) < 2:
         raise PerptraderError(f"the bars hold {len(span)} bar(s) between {first} and {last}: "
                               "too few to backtest the out-of-sample predictions")
-    if not oos_proba.index.isin(span.index).all():
+    if not targets.index.isin(span.index).all():
         raise PerptraderError("some out-of-sample timestamps are not bars of the given frame "
                               "(another symbol or timeframe?)")
-    strategy = PrecomputedTargets(
-        oos_targets(oos_proba, buy_threshold, sell_threshold), label="model_oos",
-        settings={"buy_threshold": buy_threshold, "sell_threshold": sell_threshold})
-    return run_on_frame(span, strategy, symbol=str(data.meta.get("symbol") or ""),
-                        timeframe=str(data.meta.get("timeframe") or "1h"), costs=costs,
-                        leverage=leverage, funding=funding)
+    strategy = PrecomputedTargets(targets, label=label, settings=dict(settings or {}))
+    return run_on_frame(span, strategy, symbol=symbol, timeframe=timeframe, costs=costs,
+                        leverage=leverage, funding=funding, n_trials=n_trials)
 
 
 def oos_backtest(data: MLFrame, bars: pd.DataFrame, oos_proba: pd.DataFrame, *,

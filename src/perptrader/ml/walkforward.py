@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,9 @@ import pandas as pd
 
 from perptrader.ml.base import CLASSES, Classifier, MLFrame, Progress
 from perptrader.ml.splits import Fold, WalkForwardSpec, walk_forward
+
+#: (data, train rows, valid rows) -> per-frame-row sample weights of one fit
+FoldWeights = Callable[[MLFrame, np.ndarray, np.ndarray], np.ndarray]
 
 
 @dataclass
@@ -43,6 +47,10 @@ class WalkForwardResult:
     #: refitted on the most recent window; None when ``refit_final=False``
     final_model: Classifier | None = None
     folds: list[Fold] = field(default_factory=list)
+    #: each fold model's probabilities on ITS validation rows (all of them, labelled or
+    #: not; columns SELL, HOLD, BUY, fold): what a decision layer may be tuned on
+    #: without seeing the test window (``ml.decision.fit_decision``)
+    valid_proba: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def history_records(history: Any) -> list[dict[str, Any]]:
@@ -119,8 +127,15 @@ def final_window(data: MLFrame, spec: WalkForwardSpec) -> tuple[np.ndarray, np.n
 def run_walk_forward(data: MLFrame, kind: str, spec: WalkForwardSpec, *,
                      model_kwargs: dict[str, Any] | None = None, calibrate: bool = False,
                      progress: Progress | None = None,
-                     refit_final: bool = True) -> WalkForwardResult:
+                     refit_final: bool = True, keep_valid: bool = False,
+                     fold_weights: FoldWeights | None = None) -> WalkForwardResult:
     """Fit, predict and score ``kind`` fold by fold; see the module docstring.
+
+    ``fold_weights``: per-fold training weights (e.g. ``ml.weights.fold_sample_weight``,
+    label uniqueness among the fold's own training rows), set as the frame's
+    ``sample_weight`` for that fold's fit only.
+
+    ``keep_valid``: also predict each fold's validation rows (``valid_proba``).
 
     ``progress`` gets ("fold", i, n_folds, {...}) before each fold, the model's own
     calls (with "fold" added to their metrics) during it, ("fold_done", i + 1, n_folds,
@@ -135,6 +150,7 @@ def run_walk_forward(data: MLFrame, kind: str, spec: WalkForwardSpec, *,
     fold_rows: list[dict[str, Any]] = []
     histories: dict[str, list[dict[str, Any]]] = {}
     all_rows, all_proba, all_fold = [], [], []
+    valid_parts: list[pd.DataFrame] = []
     base_proba: dict[str, list[np.ndarray]] = {}
     warnings: list[str] = []
     for i, fold in enumerate(folds):
@@ -146,8 +162,10 @@ def run_walk_forward(data: MLFrame, kind: str, spec: WalkForwardSpec, *,
             continue
         t0 = time.perf_counter()
         model = make_model(kind, **model_kwargs)
-        history = model.fit(data, fold.train, fold.valid, _fold_progress(progress, i,
-                                                                         len(folds)))
+        fit_data = data if fold_weights is None else dataclasses.replace(
+            data, sample_weight=fold_weights(data, fold.train, fold.valid))
+        history = model.fit(fit_data, fold.train, fold.valid, _fold_progress(progress, i,
+                                                                             len(folds)))
         histories[f"{kind} fold {fold.index}"] = history_records(history)
         temperature = None
         if calibrate:
@@ -162,6 +180,8 @@ def run_walk_forward(data: MLFrame, kind: str, spec: WalkForwardSpec, *,
                              f"{len(test)} rows")
         if temperature is not None:
             proba = apply_temperature(proba, temperature)
+        if keep_valid and len(fold.valid):
+            valid_parts.append(_valid_frame(data, model, fold, temperature))
         metrics = _metrics_of(y[test], proba)
         fold_base = baselines(data, fold.train, test)
         base_metrics = {}
@@ -205,8 +225,10 @@ def run_walk_forward(data: MLFrame, kind: str, spec: WalkForwardSpec, *,
             progress("final", 0, 1, {})
         train, valid = final_window(data, spec)
         final = make_model(kind, **model_kwargs)
+        fit_data = data if fold_weights is None else dataclasses.replace(
+            data, sample_weight=fold_weights(data, train, valid))
         histories[f"{kind} final"] = history_records(
-            final.fit(data, train, valid, _fold_progress(progress, len(folds), len(folds))))
+            final.fit(fit_data, train, valid, _fold_progress(progress, len(folds), len(folds))))
         if calibrate:
             lab = data.labelled(valid)
             if len(lab) == 0:
@@ -233,8 +255,23 @@ def run_walk_forward(data: MLFrame, kind: str, spec: WalkForwardSpec, *,
         "baselines": oos_base,
         "warnings": warnings,
     }
+    valid_proba = pd.concat(valid_parts) if valid_parts else pd.DataFrame()
     return WalkForwardResult(summary=summary, oos_proba=oos_proba, histories=histories,
-                             final_model=final, folds=folds)
+                             final_model=final, folds=folds, valid_proba=valid_proba)
 
 
-__all__ = ["WalkForwardResult", "final_window", "history_records", "run_walk_forward"]
+def _valid_frame(data: MLFrame, model: Classifier, fold: Fold,
+                 temperature: float | None) -> pd.DataFrame:
+    """The fold model's probabilities on its validation rows (see ``valid_proba``)."""
+    from perptrader.ml.evaluate import apply_temperature
+
+    proba = np.asarray(model.predict_proba(data, fold.valid), dtype=np.float64)
+    if temperature is not None:
+        proba = apply_temperature(proba, temperature)
+    out = pd.DataFrame(proba, index=data.index[fold.valid], columns=list(CLASSES))
+    out["fold"] = fold.index
+    return out
+
+
+__all__ = ["FoldWeights", "WalkForwardResult", "final_window", "history_records",
+           "run_walk_forward"]

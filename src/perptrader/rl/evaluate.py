@@ -37,12 +37,15 @@ from perptrader.rl.data import (
 )
 from perptrader.rl.market import EnvMarket, rl_sim_config
 from perptrader.rl.reward import RewardConfig
-from perptrader.rl.rollout import Rollout, collapse, run_agent
+from perptrader.rl.rollout import Rollout, collapse, run_agent, seed_summary, verdict
 from perptrader.rl.state import StateSpec
 from perptrader.strategies import AlwaysFlat, BuyAndHold, PrecomputedTargets, RandomEntries
 
 HEADLINE = ("total_return", "sharpe", "sortino", "max_drawdown", "win_rate", "trades",
             "fees_paid", "funding_paid", "liquidations", "time_in_market")
+#: the per-seed figures of ``seeds`` (and their mean in ``seed_mean``)
+SEED_FIGURES = ("total_return", "sharpe", "max_drawdown", "trades", "turnover",
+                "fees_paid", "liquidations")
 
 
 def load_agent(name: str) -> tuple[dict[str, Any], StateSpec, dict[str, Any],
@@ -55,6 +58,14 @@ def load_agent(name: str) -> tuple[dict[str, Any], StateSpec, dict[str, Any],
     policies = {label: load_policy(folder / label / "policy.zip") for label in labels}
     cols = {label: spec.agent_columns(label) for label in labels if label != "ppo"}
     return manifest, spec, policies, cols
+
+
+def load_seed_policies(manifest: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The policies of one of the seeds the agent was trained with."""
+    folder = Path(manifest["path"])
+    labels = ["ppo"] if manifest["agent"] == "ppo" else ["pattern", "indicator"]
+    root = storage.policy_root(folder, seed, storage.manifest_seeds(manifest)[0])
+    return {label: load_policy(root / label / "policy.zip") for label in labels}
 
 
 def agent_market(store: MarketStore, manifest: dict[str, Any], spec: StateSpec,
@@ -135,15 +146,24 @@ def evaluate_agent(store: MarketStore, name: str, start: Any = None, end: Any = 
             PrecomputedTargets(pd.Series(sig, index=outputs.index), label="model_threshold")
     res, base = backtest_rollout(market, rollout, label=f"rl:{name}", baselines=baselines)
     dist = rollout.action_distribution()
-    trades = int(res.metrics.get("trades") or 0)
-    reason = collapse(dist, trades)
+    seeds = storage.manifest_seeds(manifest)
+    seed_rows = [seed_row(seeds[0], res, rollout)]
+    for seed in seeds[1:]:
+        other = run_agent(market, load_seed_policies(manifest, seed), cols, rules=rules,
+                          reward=reward)
+        r, _ = backtest_rollout(market, other, label=f"rl:{name}@{seed}", baselines={})
+        seed_rows.append(seed_row(seed, r, other))
+    reasons = {row["seed"]: row["collapse_reason"] for row in seed_rows}
+    bad = [f"seed {s}: {why}" for s, why in reasons.items() if why is not None]
     payload: dict[str, Any] = {
         "name": name, "agent": manifest["agent"], "symbol": market.symbol,
         "timeframe": market.timeframe, "start": str(market.index[0]),
         "end": str(market.index[-1] + timeframe_delta(market.timeframe)),
         "bars": len(market), **_row(res),
         "action_distribution": dist, "position_shares": rollout.position_shares(),
-        "collapsed": reason is not None, "collapse_reason": reason,
+        "collapsed": bool(bad), "collapse_reason": "; ".join(bad) if bad else None,
+        "verdict": verdict(reasons), "seeds": seed_rows,
+        "seed_mean": seed_summary(seed_rows, SEED_FIGURES),
         "invalid_actions": rollout.info["invalid_actions"],
         "baselines": {k: _row(v) for k, v in base.items()},
         "warnings": [*warnings, *res.warnings],
@@ -162,6 +182,16 @@ def evaluate_agent(store: MarketStore, name: str, start: Any = None, end: Any = 
         payload["report"] = str(paths.get("report", ""))
         storage.write_json(out_dir / "rl_eval.json", payload)
     return json_safe(payload)
+
+
+def seed_row(seed: int, res: BacktestResult, rollout: Rollout) -> dict[str, Any]:
+    """One seed's line of the evaluation: its figures, action and position shares, and
+    collapse (``rollout.collapse`` on its actions and backtest trades)."""
+    dist = rollout.action_distribution()
+    reason = collapse(dist, int(res.metrics.get("trades") or 0))
+    return {"seed": int(seed), **{k: res.metrics.get(k) for k in SEED_FIGURES},
+            "action_share": dist, "position_share": rollout.position_shares(),
+            "collapsed": reason is not None, "collapse_reason": reason}
 
 
 def eval_folder(name: str, payload_start: Any, payload_end: Any) -> Path:

@@ -60,6 +60,27 @@ def collapse(distribution: dict[str, float], trades: int) -> str | None:
     return None
 
 
+def verdict(reasons: dict[int, str | None]) -> str:
+    """The verdict over an agent's seeds (seed -> collapse reason or None): ``"ok"``, or
+    ``"fail: collapsed (seed 0: 'hold' on 97% of the steps; ...)"`` when ANY seed
+    collapsed. One collapsed seed fails the agent: a mean over seeds would otherwise hide
+    a policy that does nothing behind one that happened to trade."""
+    bad = [f"seed {seed}: {why}" for seed, why in reasons.items() if why is not None]
+    if not reasons:
+        return "fail: no seeds evaluated"
+    return f"fail: collapsed ({'; '.join(bad)})" if bad else "ok"
+
+
+def seed_summary(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, Any]:
+    """The mean over seeds of each numeric ``keys`` figure (None when no seed has it)."""
+    out: dict[str, Any] = {}
+    for k in keys:
+        vals = [float(r[k]) for r in rows if r.get(k) is not None
+                and np.isfinite(float(r[k]))]
+        out[k] = float(np.mean(vals)) if vals else None
+    return out
+
+
 def run_agent(market: EnvMarket, policies: dict[str, Any], obs_columns: dict[str, np.ndarray],
               *, first: int = 0, last: int | None = None,
               rules: CommitteeRules | None = None,

@@ -23,6 +23,23 @@ from perptrader.ml.registry import check_name
 
 MANIFEST = "manifest.json"
 STATE = "state.json"
+#: the policies of an agent's second, third... seed live under ``seeds/<seed>/``
+SEEDS_DIR = "seeds"
+
+
+def policy_root(folder: Path, seed: int, primary_seed: int) -> Path:
+    """Where one seed's policy folders (``ppo/`` or ``pattern/`` + ``indicator/``) are:
+    the agent folder itself for the primary seed (the one ``rl:NAME`` trades, laid out as
+    before seeds existed, so older agents load unchanged), ``seeds/<seed>/`` for others."""
+    return Path(folder) if seed == primary_seed else Path(folder) / SEEDS_DIR / str(seed)
+
+
+def manifest_seeds(manifest: dict[str, Any]) -> list[int]:
+    """The seeds an agent was trained with, primary first (one for older manifests)."""
+    seeds = manifest.get("seeds")
+    if seeds:
+        return [int(s) for s in seeds]
+    return [int(manifest.get("ppo", {}).get("seed", 0))]
 
 
 def agents_root(root: Path | None = None) -> Path:

@@ -12,6 +12,10 @@ Windows inside ``[start, end)`` (no row is used twice for fitting):
 3. validation: the last ``valid_share`` of the rows, used by the evaluation callback
    to pick the policy kept.
 
+``settings.seeds`` policies (seeds ``seed, seed + 1, ...``) are trained on the same
+state; each is run once over the validation slice afterwards and its collapse is stored
+in the manifest with a verdict (``"fail: collapsed (...)"`` when any seed collapsed).
+
 The out-of-sample test is ``perptrader rl eval`` on a later window.
 """
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +51,7 @@ from perptrader.rl.data import (
 )
 from perptrader.rl.market import MAX_EXPOSURE, rl_sim_config
 from perptrader.rl.reward import RewardConfig
+from perptrader.rl.rollout import collapse, run_agent, verdict
 from perptrader.rl.state import ROLES, fit_state
 from perptrader.sim import CostModel
 
@@ -93,6 +99,30 @@ def fit_quick_models(data: MLFrame, fit_rows: np.ndarray, kwargs_by_kind: dict[s
             f"{time.perf_counter() - t0:.0f} s -> registered {reg_name} "
             f"v{manifest['version']}")
     return out
+
+
+def validation_check(market: Any, root: Path, labels: list[str], spec: Any, seed: int,
+                     valid: tuple[int, int], reward: RewardConfig, agent: str
+                     ) -> dict[str, Any]:
+    """One seed's policies run deterministically over the validation slice: its return,
+    trades (a position still open at the end counts as one), action shares and collapse.
+    Cheap (one pass, no backtest) and enough to tell a collapsed seed at training time."""
+    from perptrader.rl.agents import load_policy
+
+    policies = {label: load_policy(root / label / "policy.zip") for label in labels}
+    cols = {label: spec.agent_columns(label) for label in labels if label != "ppo"}
+    rules = CommitteeRules() if agent == "ppo-dual" else None
+    out = run_agent(market, policies, cols, first=valid[0], last=valid[1], rules=rules,
+                    reward=reward)
+    trades = int(out.info["trades"]) + int(len(out.decisions) > 0
+                                           and out.decisions.iloc[-1] != 0.0)
+    dist = out.action_distribution()
+    reason = collapse(dist, trades)
+    init = market.config.initial_cash
+    final = float(out.equity.iloc[-1]) if len(out.equity) else init
+    return {"seed": int(seed), "net_return": final / init - 1.0, "trades": trades,
+            "action_share": dist, "collapsed": reason is not None,
+            "collapse_reason": reason}
 
 
 def train_agent(store: MarketStore, *, symbol: str, timeframe: str, agent: str, name: str,
@@ -157,17 +187,29 @@ def train_agent(store: MarketStore, *, symbol: str, timeframe: str, agent: str, 
             f"({n_train:,} bars), validates on .. {market.index[-1]} ({n_valid:,} bars); "
             f"state {len(spec.columns)} + 9 account columns; reward {reward.preset}")
         labels = ["ppo"] if agent == "ppo" else ["pattern", "indicator"]
-        records = []
-        for label in labels:
-            cols = None if label == "ppo" else spec.agent_columns(label)
-            rec = train_ppo(market, train=train_w, valid=valid_w, timesteps=timesteps,
-                            out_dir=tmp, label=label, reward=reward, settings=settings,
-                            obs_columns=cols,
-                            progress=progress(label) if progress else None)
-            log(f"  {label}: {rec['timesteps']:,} steps in {rec['wall_s']:.0f} s "
-                f"({rec['steps_per_s']:,.0f} steps/s); kept the {rec['policy']} policy "
-                f"(validation reward {rec['best_valid_reward']})")
-            records.append(rec)
+        records, checks = [], []
+        seeds = settings.seed_list
+        for seed in seeds:
+            root = storage.policy_root(tmp, seed, seeds[0])
+            seeded = replace(settings, seed=seed)
+            for label in labels:
+                cols = None if label == "ppo" else spec.agent_columns(label)
+                rec = train_ppo(market, train=train_w, valid=valid_w, timesteps=timesteps,
+                                out_dir=root, label=label, reward=reward, settings=seeded,
+                                obs_columns=cols, progress=progress(
+                                    label if len(seeds) == 1 else f"{label} s{seed}")
+                                if progress else None)
+                log(f"  {label} (seed {seed}): {rec['timesteps']:,} steps in "
+                    f"{rec['wall_s']:.0f} s ({rec['steps_per_s']:,.0f} steps/s); kept the "
+                    f"{rec['policy']} policy (validation reward {rec['best_valid_reward']})")
+                records.append(rec)
+            checks.append(validation_check(market, root, labels, spec, seed, valid_w,
+                                           reward, agent))
+            log(f"  seed {seed} on the validation slice: return "
+                f"{checks[-1]['net_return']:+.2%}, {checks[-1]['trades']} trades"
+                + (f", COLLAPSED: {checks[-1]['collapse_reason']}"
+                   if checks[-1]["collapsed"] else ""))
+        valid_verdict = verdict({c["seed"]: c["collapse_reason"] for c in checks})
         manifest = {
             "name": name, "agent": agent, "symbol": window.symbol, "timeframe": timeframe,
             "created": pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
@@ -191,7 +233,8 @@ def train_agent(store: MarketStore, *, symbol: str, timeframe: str, agent: str, 
                         "margin_mode": config.margin_mode,
                         "taker_fee": config.costs.taker_fee,
                         "slippage_bps": config.costs.slippage_bps},
-            "training": records, "timesteps": timesteps,
+            "training": records, "timesteps": timesteps, "seeds": seeds,
+            "validation": {"seeds": checks, "verdict": valid_verdict},
             "warnings": window.warnings, "wall_s": round(time.perf_counter() - t0, 1),
         }
         storage.write_json(tmp / storage.STATE, spec.as_dict())

@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 SCHEDULES = ("cosine", "plateau")
+#: forward implementations of the xLSTM stack on CPU (see ``ml.nn.networks``)
+XLSTM_KERNELS = ("fast", "package")
 
 
 @dataclass
@@ -20,6 +22,10 @@ class ExpertConfig:
     off by default because it doubles the input width. ``cpu_threads``: torch threads
     on CPU, None = every core (``os.cpu_count()``); small nets on a busy machine train
     far faster on 1 thread (measured 15x on a loaded 2-core box), hence the knob.
+    ``xlstm_kernel``: "fast" (default) runs the xLSTM stack's forward of
+    ``ml.nn.networks`` on CPU, "package" the ``xlstm`` package's own; the parameters
+    and the function are the same (a model saved before the knob existed loads as
+    "fast" and predicts the same to float rounding), only the speed differs.
     """
 
     seq_len: int = 64
@@ -45,11 +51,15 @@ class ExpertConfig:
     amp: bool = True
     missing_indicator: bool = False
     cpu_threads: int | None = None
+    xlstm_kernel: str = "fast"
 
     def __post_init__(self) -> None:
         self.slstm_at = tuple(int(i) for i in self.slstm_at)
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.xlstm_kernel not in XLSTM_KERNELS:
+            raise ValueError(f"xlstm_kernel must be one of {XLSTM_KERNELS}, "
+                             f"got {self.xlstm_kernel!r}")
         for name in ("seq_len", "d_model", "n_blocks", "embedding_dim", "batch_size",
                      "max_epochs", "patience", "train_stride"):
             if int(getattr(self, name)) < 1:

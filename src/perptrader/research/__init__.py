@@ -1,0 +1,1 @@
+"""Research studies: tracked trials, honest statistics, a verdict and a lockbox."""
