@@ -88,6 +88,10 @@ kind = "threshold"
 [[decisions]]
 name = "cost_aware"
 kind = "cost_aware"
+
+[[decisions]]
+name = "meta"
+kind = "meta"
 """
 
 
@@ -218,7 +222,7 @@ def test_ray_and_local_give_the_same_trials(tmp_path: Path) -> None:
     with DuckDBStore(path, read_only=True) as store:
         local = run_study(store, study, backend="local", root=tmp_path / "local")
         ray_run = run_study(store, study, backend="ray", jobs=2, root=tmp_path / "ray")
-    assert len(local.trials) == 4
+    assert len(local.trials) == 6
     assert _comparable(local.trials) == _comparable(ray_run.trials)
     assert local.summary["verdict"] == ray_run.summary["verdict"]
 

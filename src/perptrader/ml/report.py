@@ -318,8 +318,22 @@ def write_ml_report(path: Path, summary: dict,
         ("Learning curves", learning_figure(histories) if histories else
          "<p class='note'>no training histories given</p>"),
     ]
+    title = f"ML report {summary.get('model', '')} {summary.get('symbol', '')}"
+    return write_page(path, title, _header(summary), sections,
+                      empty="no figures: the summary holds no metrics")
+
+
+#: (title, body): HTML, a Plotly figure, or None (the section is left out)
+Section = tuple[str, str | go.Figure | None]
+
+
+def write_page(path: Path, title: str, header: str, sections: list[Section], *,
+               css: str = _CSS, empty: str = "no figures") -> Path:
+    """One self-contained (offline) HTML page: ``header``, then each (title, body)
+    section whose body is HTML or a Plotly figure (plotly.js inlined once; a None body
+    is left out)."""
     parts, plotly_js = [], True
-    for title, body in sections:
+    for name, body in sections:
         if body is None:
             continue
         if isinstance(body, go.Figure):
@@ -327,12 +341,11 @@ def write_ml_report(path: Path, summary: dict,
                                template="plotly_white")
             body = body.to_html(full_html=False, include_plotlyjs=plotly_js)
             plotly_js = False
-        parts.append(f"<h2>{html.escape(title)}</h2>\n{body}")
+        parts.append(f"<h2>{html.escape(name)}</h2>\n{body}")
     if plotly_js:                    # no figure at all: still a valid offline page
-        parts.append("<p class='note'>no figures: the summary holds no metrics</p>")
-    title = html.escape(f"ML report {summary.get('model', '')} {summary.get('symbol', '')}")
-    doc = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title>"
-           f"<style>{_CSS}</style></head><body>{_header(summary)}\n" + "\n".join(parts)
+        parts.append(f"<p class='note'>{html.escape(empty)}</p>")
+    doc = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
+           f"</title><style>{css}</style></head><body>{header}\n" + "\n".join(parts)
            + "</body></html>")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -346,4 +359,4 @@ fmt_num = _num
 html_table = _table
 
 __all__ = ["REPORT_CSS", "confusion_figure", "fmt_num", "fold_table", "history_frame",
-           "html_table", "learning_figure", "oos_table", "write_ml_report"]
+           "html_table", "learning_figure", "oos_table", "write_ml_report", "write_page"]

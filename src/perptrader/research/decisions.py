@@ -197,7 +197,7 @@ def _meta(ctx: DecisionContext, spec: DecisionSpec, fold: int, test: pd.DataFram
     frame_pos = ctx.data.index.get_indexer(rows)
     x = meta_inputs(ctx.data.x(frame_pos), _proba(tuning)[known], side_all[pos][known])
     n_valid = max(1, len(rows) // 4)
-    model = MetaModel(seed=ctx.seed)
+    model = MetaModel({"num_threads": 1}, seed=ctx.seed)  # same numbers on any backend
     model.fit(x[:-n_valid], y[known][:-n_valid], None, x[-n_valid:], y[known][-n_valid:], None)
     test_side = signals(_proba(test))
     x_test = meta_inputs(ctx.data.x(ctx.data.index.get_indexer(test.index)), _proba(test),

@@ -20,7 +20,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from perptrader.ml.base import CLASSES
-from perptrader.ml.report import REPORT_CSS, fmt_num, html_table
+from perptrader.ml.report import REPORT_CSS, Section, fmt_num, html_table, write_page
 
 _PCT = {"total_return", "max_drawdown", "cost_share", "bh_return", "time_in_market",
         "net_return", "fee_share"}
@@ -252,7 +252,7 @@ def write_study_report(path: Path, summary: dict[str, Any], trials: list[dict[st
     """Write the self-contained study page (plotly.js inlined once)."""
     recipe = (summary.get("champion") or {}).get("recipe", "")
     decision_body, decision_fig = decision_html(summary)
-    sections: list[tuple[str, str | go.Figure | None]] = [
+    sections: list[Section] = [
         ("Recipes (mean over cells, out of sample, net of costs)", recipes_html(summary)),
         ("Signal quality (test rows)", signal_html(trials)),
         ("Trading (net of fees, slippage and funding)", trading_html(trials)),
@@ -265,24 +265,9 @@ def write_study_report(path: Path, summary: dict[str, Any], trials: list[dict[st
         ("RL agents", agents_html(trials)),
         ("Lockbox", lockbox_html(summary)),
     ]
-    parts, plotly_js = [], True
-    for title, body in sections:
-        if body is None:
-            continue
-        if isinstance(body, go.Figure):
-            body.update_layout(margin={"l": 60, "r": 20, "t": 30, "b": 40},
-                               template="plotly_white")
-            body = body.to_html(full_html=False, include_plotlyjs=plotly_js)
-            plotly_js = False
-        parts.append(f"<h2>{html.escape(title)}</h2>\n{body}")
-    css = REPORT_CSS + ".ok{color:#070;font-weight:700}"
-    doc = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Study "
-           f"{html.escape(str(summary.get('study')))}</title><style>{css}</style></head>"
-           f"<body>{_verdict(summary)}\n" + "\n".join(parts) + "</body></html>")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(doc, encoding="utf-8")
-    return path
+    title = f"Study {summary.get('study')}"
+    return write_page(path, title, _verdict(summary), sections,
+                      css=REPORT_CSS + ".ok{color:#070;font-weight:700}")
 
 
 __all__ = ["write_study_report"]
