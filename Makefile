@@ -18,7 +18,7 @@ $(BIN)/python:
 # torch goes in first, pinned, so that nothing later pulls a CUDA build.
 $(STAMP): $(BIN)/python pyproject.toml $(CONSTRAINTS)
 	$(PIP) install -q --progress-bar off "torch==2.13.0"
-	$(PIP) install -q --progress-bar off -c $(CONSTRAINTS) -e ".[dev,distributed]"
+	$(PIP) install -q --progress-bar off -c $(CONSTRAINTS) -e ".[dev,distributed,tracking]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -36,7 +36,7 @@ BENCH_STAMP := $(VENV)/.installed-bench
 
 # the peers the benchmarks measure against (pandas-ta-classic, vectorbt, backtesting.py)
 $(BENCH_STAMP): $(STAMP)
-	$(PIP) install -q --progress-bar off -c $(CONSTRAINTS) -e ".[dev,distributed,bench]"
+	$(PIP) install -q --progress-bar off -c $(CONSTRAINTS) -e ".[dev,distributed,tracking,bench]"
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)

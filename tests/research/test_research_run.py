@@ -269,3 +269,24 @@ def test_selected_feature_set_in_a_study(store_dir: Path, tmp_path: Path) -> Non
     study.write_text(SMALL.replace('feature_sets = ["bars"]', 'feature_sets = ["selected:late"]'))
     res = _run(["research", "run", str(study)])
     assert res.exit_code == 1 and "past the study's first test bar" in res.output
+
+
+def test_trials_logged_to_mlflow(store_dir: Path, tmp_path: Path) -> None:
+    mlflow = pytest.importorskip("mlflow", reason="MLflow is the optional 'tracking' extra")
+    study = tmp_path / "study.toml"
+    study.write_text(SMALL)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    res = _run(["research", "run", str(study), "--mlflow", uri, "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    client = mlflow.tracking.MlflowClient(uri)
+    exp = client.get_experiment_by_name("perptrader-small")
+    runs = client.search_runs([exp.experiment_id])
+    parent = [r for r in runs if r.info.run_id == out["mlflow_run"]]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == out["mlflow_run"]]
+    assert len(parent) == 1 and parent[0].data.metrics["n_trials"] == out["n_trials"]
+    assert len(children) == out["n_trials"]
+    assert {r.data.params["decision"] for r in children} == {"threshold_045", "cost_aware",
+                                                             "meta"}
+    assert all("trading.sharpe" in r.data.metrics or r.data.metrics.get("trading.trades") == 0
+               for r in children)

@@ -73,6 +73,10 @@ def run(study_file: Path = typer.Argument(..., help="The study TOML (research in
                                                 "(default <data_dir>/research)."),
         no_agents: bool = typer.Option(False, "--no-agents",
                                        help="Skip the study's RL agent trials."),
+        mlflow_uri: str | None = typer.Option(None, "--mlflow",
+                                              help="Also log the trials to MLflow (e.g. "
+                                                   "sqlite:///mlflow.db; the tracking "
+                                                   "extra)."),
         as_json: bool = typer.Option(False, "--json", help="Print the study JSON.")) -> None:
     """Run a study: every trial walk-forward, recorded; the report and the verdict."""
     from perptrader.research.runner import BACKENDS, run_study
@@ -84,10 +88,22 @@ def run(study_file: Path = typer.Argument(..., help="The study TOML (research in
             raise PerptraderError(f"--backend must be one of {', '.join(BACKENDS)}, "
                                   f"got {backend!r}")
         study = load_study(study_file)
+        if mlflow_uri is not None:
+            try:
+                import mlflow  # noqa: F401  (checked before hours of work, not after)
+            except ImportError:
+                raise PerptraderError("--mlflow needs MLflow: pip install "
+                                      "'perptrader[tracking]'") from None
     progress, report = _progress_bar(as_json)
     with store_session(cfg, read_only=True) as store, progress:
         result = run_study(store, study, backend=backend, jobs=jobs, root=output,
                            progress=report, agents=not no_agents)
+    if mlflow_uri is not None:
+        from perptrader.research.tracking import log_study
+
+        with user_errors():
+            result.summary["mlflow_run"] = log_study(mlflow_uri, result.folder,
+                                                     result.summary, result.trials)
     if as_json:
         print_json({"folder": str(result.folder), **result.summary})
         return
