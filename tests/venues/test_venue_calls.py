@@ -142,10 +142,12 @@ def test_budget_follows_the_weight_header() -> None:
 
 
 def test_client_paces_itself_under_a_small_limit() -> None:
-    with fake_exchange(weight_limit=30, weight_window_s=1.0) as small:
+    # a 3 s window: 12 calls of 186 kB answers must fit in one window even on a loaded
+    # machine (with 1 s, slow calls let the window pass and no wait was needed)
+    with fake_exchange(weight_limit=30, weight_window_s=3.0) as small:
         ex = create_exchange("binanceusdm", url=small.url)
         client = VenueClient(ex, policy=fast_policy(), budget=WeightBudget(
-            limit=30, window_s=1.0))
+            limit=30, window_s=3.0))
         for _ in range(12):  # 60 weight: needs two windows, never a 429
             client.call("klines", ex.fapiPublicGetKlines,
                         {"symbol": "BTCUSDT", "interval": "1h", "limit": 1000}, weight=5)
