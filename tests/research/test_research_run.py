@@ -271,8 +271,10 @@ def test_selected_feature_set_in_a_study(store_dir: Path, tmp_path: Path) -> Non
     assert res.exit_code == 1 and "past the study's first test bar" in res.output
 
 
-def test_trials_logged_to_mlflow(store_dir: Path, tmp_path: Path) -> None:
+def test_trials_logged_to_mlflow(store_dir: Path, tmp_path: Path,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
     mlflow = pytest.importorskip("mlflow", reason="MLflow is the optional 'tracking' extra")
+    monkeypatch.chdir(tmp_path)  # MLflow keeps artifacts in ./mlruns beside a sqlite store
     study = tmp_path / "study.toml"
     study.write_text(SMALL)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
