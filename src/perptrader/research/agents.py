@@ -23,6 +23,7 @@ def run_agents(study: Study, cells: dict[tuple[str, str, str], Cell],
                ) -> tuple[list[dict[str, Any]], dict[str, pd.Series]]:
     """One trial per (agent, symbol)."""
     from perptrader.ml.splits import WalkForwardSpec
+    from perptrader.rl.rollout import seed_summary
     from perptrader.rl.study import agent_trial
     from perptrader.sim.costs import CostModel
 
@@ -49,19 +50,14 @@ def run_agents(study: Study, cells: dict[tuple[str, str, str], Cell],
             "decision": None, "seen": True, "agent": out,
             "collapsed": bool(out.get("collapsed_seeds")),
             "trading": {"total_return": out.get("mean_net_return"),
-                        "sharpe": _mean(out, "sharpe"), "trades": _mean(out, "trades"),
-                        "turnover": _mean(out, "turnover")},
+                        **seed_summary(out.get("seeds", []),
+                                       ("sharpe", "trades", "turnover"))},
             "verdict": out.get("verdict"),
             "first_bar": r.index[0].isoformat() if len(r) else None,
             "last_bar": r.index[-1].isoformat() if len(r) else None}))
     if progress and jobs:
         progress("agent", len(jobs), len(jobs), "")
     return trials, returns
-
-
-def _mean(out: dict[str, Any], key: str) -> float | None:
-    values = [s.get(key) for s in out.get("seeds", []) if s.get(key) is not None]
-    return float(sum(values) / len(values)) if values else None
 
 
 __all__ = ["run_agents"]

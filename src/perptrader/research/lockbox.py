@@ -39,6 +39,7 @@ from perptrader.research.trials import (
     signal_quality,
     trade,
 )
+from perptrader.research.verdict import as_float
 
 
 def _recipe(study: Study, recipe: str):
@@ -225,12 +226,12 @@ def look(store: MarketStore, folder: Path, *, again: bool = False) -> dict[str, 
     record = json_safe({
         "look": len(previous) + 1, "time": datetime.now(UTC).isoformat(timespec="seconds"),
         "recipe": recipe, "n_trials": summary["n_trials"], "cells": results,
-        "mean_net_return": float(np.nanmean([_f(r["trading"]["total_return"])
+        "mean_net_return": float(np.nanmean([as_float(r["trading"]["total_return"])
                                              for r in results])),
-        "mean_bh_return": float(np.nanmean([_f(r["buy_and_hold"]["total_return"])
+        "mean_bh_return": float(np.nanmean([as_float(r["buy_and_hold"]["total_return"])
                                             for r in results])),
-        "mean_sharpe": float(np.nanmean([_f(r["trading"]["sharpe"]) for r in results])),
-        "mean_bh_sharpe": float(np.nanmean([_f(r["buy_and_hold"]["sharpe"])
+        "mean_sharpe": float(np.nanmean([as_float(r["trading"]["sharpe"]) for r in results])),
+        "mean_bh_sharpe": float(np.nanmean([as_float(r["buy_and_hold"]["sharpe"])
                                             for r in results])),
         "seconds": round(time.perf_counter() - t0, 1)})
     looks_path.parent.mkdir(exist_ok=True)
@@ -243,13 +244,6 @@ def look(store: MarketStore, folder: Path, *, again: bool = False) -> dict[str, 
                                                   sort_keys=True), encoding="utf-8")
     write_study_report(folder / "report.html", summary, trials, read_returns(folder))
     return summary
-
-
-def _f(x: Any) -> float:
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        return float("nan")
 
 
 __all__ = ["look"]

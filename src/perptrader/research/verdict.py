@@ -139,7 +139,8 @@ def decision_comparison(table: pd.DataFrame, plain: str, cost_aware: str) -> dic
     return json_safe({"summary": summary, "rows": rows})
 
 
-def _finite(x: Any) -> float:
+def as_float(x: Any) -> float:
+    """``x`` as a float, NaN when it is missing or not a number."""
     try:
         v = float(x)
     except (TypeError, ValueError):
@@ -151,7 +152,7 @@ def verdict(champion: dict[str, Any], dsr: list[dict[str, Any]],
             pbos: list[dict[str, Any]], collapsed_agents: int) -> dict[str, Any]:
     """The verdict line and its reasons (see the module docstring)."""
     reasons = []
-    sharpe, bh = _finite(champion.get("sharpe")), _finite(champion.get("bh_sharpe"))
+    sharpe, bh = as_float(champion.get("sharpe")), as_float(champion.get("bh_sharpe"))
     if not sharpe > 0:
         reasons.append(f"the best recipe's mean net Sharpe is {sharpe:.2f} (not > 0)")
     if not sharpe > bh:
@@ -199,5 +200,5 @@ def summarise(trials: list[dict[str, Any]], returns: dict[str, pd.Series],
     return json_safe(out)
 
 
-__all__ = ["DSR_BAR", "decision_comparison", "deflated", "pbo", "recipe_table", "summarise",
-           "trial_table", "verdict"]
+__all__ = ["DSR_BAR", "as_float", "decision_comparison", "deflated", "pbo", "recipe_table",
+           "summarise", "trial_table", "verdict"]
