@@ -8,9 +8,11 @@ import pytest
 
 from perptrader.ml.decision import (
     NEVER,
+    CostAwareRule,
     DecisionInputs,
     DecisionParams,
     decide,
+    decision_sigma,
     fit_decision,
     fit_edge_scale,
     linear_pnl,
@@ -135,3 +137,46 @@ def test_bad_settings_are_refused() -> None:
         DecisionParams.from_dict({"enter": 1.0, "bogus": 1})
     with pytest.raises(ValueError, match="proba"):
         DecisionInputs(np.zeros((3, 2)), np.zeros(3), np.zeros(3), 0.4, 24, COST, 1 / 8)
+
+
+def test_decision_sigma_is_the_label_sigma_and_the_same_from_any_start() -> None:
+    from perptrader.features.labels import bar_volatility
+
+    rng = np.random.default_rng(3)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, 600)))
+    sigma = decision_sigma(close, 72)
+    assert np.isnan(sigma[:72]).all() and np.isfinite(sigma[72:]).all()
+    np.testing.assert_allclose(sigma[72:], bar_volatility(close, 72)[72:], rtol=1e-9)
+    for t in (72, 300, 599):  # the newest σ from the last 73 closes only: same float
+        assert decision_sigma(close[t - 72: t + 1], 72)[-1] == sigma[t]
+
+
+def test_rule_step_by_step_equals_the_batch_targets() -> None:
+    """The per-bar form (``step`` from a carried state, as a live policy runs it) gives
+    the batch targets exactly, through unknown rows, funding and holding periods; the
+    state after the batch continues the path."""
+    rng = np.random.default_rng(5)
+    n = 900
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    lean = np.sin(np.arange(n) / 25.0) * 0.3 + rng.normal(0, 0.05, n)
+    proba = np.column_stack([0.3 - lean / 2, np.full(n, 0.4), 0.3 + lean / 2])
+    proba[400:420] = np.nan  # the model could not predict there
+    funding = rng.normal(0.0001, 0.0003, n)
+    rule = CostAwareRule(DecisionParams(enter=1.5, exit=0.25, min_hold=6), k=0.5,
+                         horizon=24, round_trip_cost=COST, vol_window=72,
+                         fundings_per_bar=1 / 8)
+    batch = rule.targets(proba, close, funding)
+    assert (batch > 0).any() and (batch < 0).any() and (batch == 0).sum() > 100
+    state = (0.0, 0, 0.0)
+    live = []
+    for t in range(n):
+        state, target = rule.step(state, proba[t], close[: t + 1], float(funding[t]))
+        live.append(target)
+    np.testing.assert_array_equal(live, batch)
+    head, end_state = rule.final_state(proba[:600], close[:600], funding[:600])
+    np.testing.assert_array_equal(head, batch[:600])
+    _, nxt = rule.step(end_state, proba[600], close[:601], float(funding[600]))
+    assert nxt == batch[600]
+    assert CostAwareRule.from_dict(rule.as_dict()) == rule
+    with pytest.raises(ValueError, match="lacks 'k'"):
+        CostAwareRule.from_dict({k: v for k, v in rule.as_dict().items() if k != "k"})

@@ -49,13 +49,24 @@ def test_train_models_predict_backtest(filled_store, tmp_path: Path) -> None:
     for b in out["baselines"].values():
         assert {"macro_f1", "accuracy", "prediction_distribution"} <= set(b)
     assert set(out["trading"]) >= {"model", "buy_and_hold", "first_bar", "bars"}
+    # both decision layers on the same OOS probabilities; the stored one is cost-aware
+    dec = out["decision"]
+    assert dec["use"] == "cost_aware" and len(dec["folds"]) == 2
+    cmp_ = dec["comparison"]
+    assert cmp_["threshold"]["trades"] == out["trading"]["model"]["trades"]
+    for key in ("threshold", "cost_aware", "buy_and_hold"):
+        assert {"turnover", "cost_share", "sharpe"} <= set(cmp_[key]), key
+    assert cmp_["cost_aware"]["turnover"] <= cmp_["threshold"]["turnover"]
+    assert dec["chosen_on"]["tuning_rows"] >= out["n"] - 24
     assert Path(out["report"]).is_file()
+    assert "plain 0.45 rule vs the cost-aware layer" in Path(out["report"]).read_text()
     # a second run is version 2; list and show see it
     res = runner.invoke(app, ["train", *QUICK[:-1], "train=40d,test=12d,folds=1",
                               "--model", "lightgbm", "--name", "syn"])
     assert res.exit_code == 0, res.output
     assert "baseline: logistic" in res.stdout and "buy_and_hold" in res.stdout
     assert "registered syn v2" in res.stdout
+    assert "Decision layers" in res.stdout and "model:syn trades with" in res.stdout
     res = runner.invoke(app, ["models", "list", "--json"])
     assert res.exit_code == 0, res.output
     rows = json.loads(res.stdout)
@@ -84,6 +95,13 @@ def test_train_models_predict_backtest(filled_store, tmp_path: Path) -> None:
     bt = json.loads(res.stdout)
     assert bt["strategy"] == "model:syn" and bt["params"]["version"] == 1
     assert bt["params"]["buy_threshold"] == 0.4 and "benchmark" in bt
+    assert bt["params"]["decision"] == "threshold"  # a threshold picks its rule
+    res = runner.invoke(app, ["backtest", "run", "--symbol", "BTCUSDT", "--strategy",
+                              "model:syn@1", "--out", str(tmp_path / "bt2"), "--json"])
+    assert res.exit_code == 0, res.output
+    params = json.loads(res.stdout)["params"]
+    assert params["decision"] == "cost_aware"
+    assert params["cost_aware"] == dec["cost_aware"]  # the layer train stored
 
 
 def test_cli_errors(filled_store) -> None:

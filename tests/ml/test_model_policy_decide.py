@@ -138,3 +138,58 @@ def test_view_is_not_read_by_model_policies(bars: pd.DataFrame, gbdt_default) ->
     policy = ModelStrategy("gb")
     odd = AccountView.flat(bars.index[-1], math.nan)
     assert policy.decide(bars, odd) == policy.targets(bars)[-1]
+
+
+def _cost_aware_summary(k: float = 0.5) -> dict:
+    from perptrader.ml.decision import CostAwareRule, DecisionParams
+
+    rule = CostAwareRule(DecisionParams(enter=3.0, exit=1.0, min_hold=3, vol_target=0.002),
+                         k=k, horizon=24,
+                         round_trip_cost=0.0012, vol_window=72, fundings_per_bar=1 / 8)
+    return {"decision": {"use": "cost_aware", "cost_aware": rule.as_dict(),
+                         "chosen_on": {"tuning_rows": 0}}}
+
+
+def test_cost_aware_decide_equals_targets_bar_by_bar(bars: pd.DataFrame,
+                                                     richer: pd.DataFrame,
+                                                     gbdt_default) -> None:
+    """The stored cost-aware layer is path-dependent: decide carries its state bar by
+    bar, and a stale call (restart, skipped bar) rebuilds it from all the bars; both
+    give the batch targets to the float, on a frame with funding (``richer``)."""
+    model, data = gbdt_default
+    register("ca", model, data=data, summary=_cost_aware_summary(), spec=WalkForwardSpec())
+    policy = get_strategy("model:ca")
+    assert isinstance(policy, ModelStrategy) and policy.params["decision"] == "cost_aware"
+    targets = policy.targets(richer)
+    tail = targets[-DECIDED:]
+    # a held position spans bars and sizes vary with σ: a real path, not a sign
+    assert (tail != 0).sum() > 10 and (tail == 0).sum() > 5
+    assert len(np.unique(np.abs(tail[tail != 0]))) > 5
+    live = _per_bar(policy, richer, len(richer) - DECIDED)
+    np.testing.assert_array_equal(live, tail)
+    restarted = ModelStrategy("ca")  # a new process: state rebuilt from the bars
+    t = len(richer) - 37
+    assert restarted.decide(richer.iloc[: t + 1], _view(richer)) == targets[t]
+    np.testing.assert_array_equal(_per_bar(restarted, richer, t + 1), targets[t + 1:])
+    # the plain thresholds on the same model, on request
+    plain = ModelStrategy("ca", decision="threshold", buy_threshold=0.36, sell_threshold=0.36)
+    assert set(np.unique(plain.targets(richer))) <= {-1.0, 0.0, 1.0}
+    assert plain.params["decision"] == "threshold"
+
+
+def test_cost_aware_without_a_stored_layer_is_refused(bars: pd.DataFrame,
+                                                      gbdt_default) -> None:
+    model, data = gbdt_default
+    register("plain", model, data=data, summary={}, spec=WalkForwardSpec())
+    assert ModelStrategy("plain").params["decision"] == "threshold"
+    with pytest.raises(PerptraderError, match="no stored cost-aware decision layer"):
+        ModelStrategy("plain", decision="cost_aware").targets(bars)
+    with pytest.raises(ValueError, match="decision must be one of"):
+        get_strategy("model:plain", {"decision": "sometimes"})
+
+
+def test_a_layer_without_skill_never_trades(richer: pd.DataFrame, gbdt_default) -> None:
+    model, data = gbdt_default
+    register("flat", model, data=data, summary=_cost_aware_summary(k=0.0),
+             spec=WalkForwardSpec())
+    assert (ModelStrategy("flat").targets(richer) == 0.0).all()

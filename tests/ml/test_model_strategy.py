@@ -99,8 +99,8 @@ def test_model_strategy_targets_and_get_strategy(data: MLFrame, bars: pd.DataFra
     register("syn", model, data=data, summary={}, spec=spec)
     strat = get_strategy("model:syn", {"buy_threshold": "0.4", "sell_threshold": "0.4"})
     assert isinstance(strat, ModelStrategy) and strat.name == "model:syn"
-    assert strat.params == {"model": "syn", "version": 2, "buy_threshold": 0.4,
-                            "sell_threshold": 0.4}
+    assert strat.params == {"model": "syn", "version": 2, "decision": "threshold",
+                            "buy_threshold": 0.4, "sell_threshold": 0.4}
     targets = strat.targets(bars)
     assert targets.shape == (len(bars),)
     warmup = len(bars) - len(data)

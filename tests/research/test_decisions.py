@@ -9,8 +9,9 @@ import pytest
 
 from feature_frames import synthetic_frame
 from perptrader.ml.base import CLASSES, MLFrame
+from perptrader.ml.decision_oos import DecisionContext, tuning_rows
 from perptrader.research import decisions
-from perptrader.research.decisions import DecisionContext, _tuning, run_decision
+from perptrader.research.decisions import run_decision
 from perptrader.research.study import DecisionSpec
 
 H = 24
@@ -44,7 +45,7 @@ def test_tuning_rows_never_reach_the_test_window() -> None:
     ctx = _context()
     for f in range(3):
         first_test = ctx.oos[ctx.oos["fold"] == f].index[0]
-        tuning = _tuning(ctx, f, first_test)
+        tuning = tuning_rows(ctx, f, first_test)
         assert len(tuning)
         pos = ctx.bars.index.get_indexer(tuning.index)
         limit = ctx.bars.index.get_indexer([first_test])[0]
@@ -53,7 +54,7 @@ def test_tuning_rows_never_reach_the_test_window() -> None:
         assert not tuning.index.duplicated().any()
         assert (tuning.index < first_test).all()
     # fold 0 of a run without validation slices (pooled) has nothing to tune on
-    assert _tuning(_context(valid=False), 0, ctx.oos.index[0]).empty
+    assert tuning_rows(_context(valid=False), 0, ctx.oos.index[0]).empty
 
 
 def test_decision_kinds_fill_every_test_row(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -141,19 +141,35 @@ def test_collapse_rules() -> None:
     assert collapse(distribution(reduce=0.91, close=0.09), 4) == "'reduce' on 91% of the steps"
     assert collapse(distribution(hold=COLLAPSE_SHARE, close=0.1), 4) is None
     assert collapse(distribution(hold=0.5, close=0.25, long_2x=0.25), 10) is None
+    # with positions: one position nearly always held is a constant policy ...
+    hold = distribution(hold=0.96, long_1x=0.02, close=0.02)
+    assert collapse(hold, 3, {"long": 0.02, "short": 0.0, "flat": 0.98}) == \
+        "flat on 98% of the steps ('hold' action on 96%)"
+    # ... while repeating 'hold' to keep varied positions is not
+    assert collapse(hold, 12, {"long": 0.45, "short": 0.25, "flat": 0.30}) is None
+    assert collapse(hold, 0, {"long": 0.45, "short": 0.25, "flat": 0.30}) == "no trades"
+
+
+def swing(step: int, mask: np.ndarray, rng: np.random.Generator) -> int:
+    """Long for 30 bars, flat for 30, short for 30, ...: 'hold' on most steps."""
+    turn = {0: ACT.LONG_1, 30: ACT.CLOSE, 60: ACT.SHORT_1, 90: ACT.CLOSE}
+    return turn.get(step % 120, ACT.HOLD)
 
 
 @pytest.mark.parametrize(("script", "trades", "reason"), [
     (always_hold, 0, "no trades"),
-    (one_trade, 1, "'hold' on "),
+    (one_trade, 1, "flat on "),
     (random_valid, None, None),
+    (swing, None, None),
 ])
 def test_collapse_of_rollouts(market: EnvMarket, script: Script, trades: int | None,
                               reason: str | None) -> None:
     out = run_agent(market, {"ppo": ScriptedPolicy(script, seed=2)}, {})
     if trades is not None:
         assert out.info["trades"] == trades
-    found = collapse(out.action_distribution(), out.info["trades"])
+    found = collapse(out.action_distribution(), out.info["trades"], out.position_shares())
+    if script is swing:  # a position keeper: the action rule alone would call it dead
+        assert collapse(out.action_distribution(), out.info["trades"]) is not None
     if reason is None:
         assert found is None
     else:

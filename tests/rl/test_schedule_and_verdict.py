@@ -128,7 +128,8 @@ def test_a_collapsed_seed_fails_the_verdict_and_the_mean_keeps_every_seed() -> N
         res, _ = backtest_rollout(m, out, label=f"s{seed}", baselines={})
         rows.append(seed_row(seed, res, out))
         assert rows[-1]["collapse_reason"] == collapse(out.action_distribution(),
-                                                       int(res.metrics["trades"]))
+                                                       int(res.metrics["trades"]),
+                                                       out.position_shares())
     assert [r["collapsed"] for r in rows] == [False, True, False]
     assert rows[1]["collapse_reason"] == "no trades" and rows[1]["total_return"] == 0.0
     assert rows[1]["position_share"]["flat"] == 1.0

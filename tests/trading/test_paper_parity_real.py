@@ -1,4 +1,5 @@
-"""Parity on real data: paper trading ``vsa``, ``sma_cross`` and a ``model:`` gbdt on a
+"""Parity on real data: paper trading ``vsa``, ``sma_cross`` and a ``model:`` gbdt (plain
+thresholds, and through a stored cost-aware layer) on a
 replay of BTCUSDT 1h 2024 gives the same fills, fees, funding, liquidations and final
 equity as ``backtest run`` of the same policy over the same bars (relative difference
 < 1e-9), and ``trade status --json`` prints that final equity.
@@ -24,6 +25,7 @@ from perptrader.marketdata.loader import load
 from perptrader.marketdata.sources.base import ImportHints
 from perptrader.marketdata.store.duckdb_store import DuckDBStore
 from perptrader.ml.dataset import build_ml_frame
+from perptrader.ml.decision import CostAwareRule, DecisionParams
 from perptrader.ml.gbdt import LightGBMModel
 from perptrader.ml.registry import register
 from perptrader.ml.splits import WalkForwardSpec
@@ -58,11 +60,20 @@ def test_paper_equals_backtest_on_btcusdt_1h_2024(tmp_path) -> None:
     n = len(data.index)
     model.fit(data, np.arange(0, int(n * 0.8)), np.arange(int(n * 0.8) + 30, n))
     register("pt-vsa-gbdt", model, data=data, summary={}, spec=WalkForwardSpec())
+    # the same model through a stored cost-aware layer: a path-dependent policy (the
+    # position held decides the next target), its state carried bar by bar in paper
+    rule = CostAwareRule(DecisionParams(enter=1.5, exit=0.25, min_hold=4), k=1.0,
+                         horizon=24, round_trip_cost=0.0012, vol_window=72,
+                         fundings_per_bar=1 / 8)
+    register("pt-vsa-ca", model, data=data, spec=WalkForwardSpec(),
+             summary={"decision": {"use": "cost_aware", "cost_aware": rule.as_dict(),
+                                   "chosen_on": {}}})
 
     db = str(tmp_path / "trading.sqlite")
     # the small model is rarely sure: lower thresholds make it trade
     model_params = {"buy_threshold": "0.36", "sell_threshold": "0.36"}
-    for name, params in (("vsa", {}), ("sma_cross", {}), ("model:pt-vsa-gbdt", model_params)):
+    for name, params in (("vsa", {}), ("sma_cross", {}), ("model:pt-vsa-gbdt", model_params),
+                         ("model:pt-vsa-ca", {})):
         args = [a for k, v in params.items() for a in ("--param", f"{k}={v}")]
         res = runner.invoke(app, ["trade", "paper", "--strategy", name, "--symbol", "BTCUSDT",
                                   "--replay", "2024-01-01..2025-01-01", "--db", db, "--json",

@@ -149,6 +149,7 @@ TRADING_COLUMNS = (("total_return", "return", _pct), ("sharpe", "Sharpe", _num),
                    ("max_drawdown", "max DD", _pct), ("win_rate", "win rate", _pct),
                    ("trades", "trades", lambda v: "–" if v is None else f"{v:,}"),
                    ("time_in_market", "in market", _pct),
+                   ("turnover", "turnover", lambda v: _num(v, 1)),
                    ("fees_paid", "fees", lambda v: _num(v, 2)),
                    ("funding_paid", "funding", lambda v: _num(v, 2)),
                    ("liquidations", "liqs", lambda v: "–" if v is None else f"{v:,}"))
@@ -171,6 +172,46 @@ def trading_title(trading: dict[str, Any]) -> str:
             f"P(SELL) ≥ {trading['sell_threshold']} · costs and funding on")
 
 
+def decision_table(payload: dict[str, Any]) -> Table:
+    """The plain 0.45 rule and the cost-aware layer on the same OOS probabilities."""
+    dec = payload["decision"]
+    cmp_ = dec["comparison"]
+    table = Table(title=f"Decision layers on the same out-of-sample probabilities · "
+                        f"{cmp_['first_bar'][:16]} → {cmp_['last_bar'][:16]} · cost-aware "
+                        f"chosen fold by fold on earlier rows only")
+    table.add_column("decision")
+    for col in ("return", "Sharpe", "max DD", "trades", "turnover", "fees", "funding",
+                "cost share"):
+        table.add_column(col, justify="right")
+    for label, key in (("threshold 0.45", "threshold"), ("cost-aware", "cost_aware"),
+                       ("buy_and_hold", "buy_and_hold")):
+        m = cmp_[key]
+        table.add_row(label, _pct(m.get("total_return")), _num(m.get("sharpe")),
+                      _pct(m.get("max_drawdown")),
+                      "–" if m.get("trades") is None else f"{m['trades']:,}",
+                      _num(m.get("turnover"), 1), _num(m.get("fees_paid"), 2),
+                      _num(m.get("funding_paid"), 2), _pct(m.get("cost_share")),
+                      style="dim" if key == "buy_and_hold" else None)
+    return table
+
+
+def stored_decision_line(payload: dict[str, Any]) -> str:
+    """What ``model:NAME`` trades with, in one line."""
+    dec = payload["decision"]
+    rule, chosen = dec["cost_aware"], dec["chosen_on"]
+    if chosen.get("params") is None:
+        why = ("no skill measured (edge scale k = 0)" if not chosen.get("edge_k")
+               else "no setting beat staying flat")
+        layer = f"cost-aware layer never trades: {why} on {chosen['tuning_rows']:,} OOS rows"
+    else:
+        p = rule["params"]
+        layer = (f"cost-aware layer k = {rule['k']:.3f} (t = {chosen['edge_t']:.2f}), enter "
+                 f"{p['enter']}x / exit {p['exit']}x round trip, hold >= {p['min_hold']} "
+                 f"bars, chosen on {chosen['tuning_rows']:,} OOS rows")
+    return (f"model:{payload['name']} trades with: [bold]{dec['use']}[/bold] "
+            f"(--param decision=threshold|cost_aware overrides) · {layer}")
+
+
 def print_train(payload: dict[str, Any], out: Console) -> None:
     rows = [(f"{payload['name']} ({payload['model']})", payload)]
     rows += [(f"baseline: {b}", m) for b, m in payload["baselines"].items()]
@@ -182,6 +223,9 @@ def print_train(payload: dict[str, Any], out: Console) -> None:
                              ("buy_and_hold", tr["buy_and_hold"])], trading_title(tr)))
     for w in tr.get("warnings", []):
         out.print(f"[yellow]warning:[/yellow] {w}")
+    if payload.get("decision"):
+        out.print(decision_table(payload))
+        out.print(stored_decision_line(payload))
     for w in payload["warnings"]:
         out.print(f"[bold red]WARNING: {w}[/bold red]")
     out.print(f"registered [bold]{payload['name']}[/bold] v{payload['version']} → "
@@ -208,10 +252,16 @@ def train(
     param: list[str] | None = typer.Option(
         None, "--param", help="Model setting key=value (repeatable), e.g. --param "
         "learning_rate=0.03 or --param d_model=48; what `perptrader tune` printed."),
+    decision: str = typer.Option(
+        "cost_aware", "--decision", help="What `model:NAME` trades with by default: "
+        "cost_aware (the layer chosen on the out-of-sample rows, stored with the model; "
+        "flat when no edge after costs was measured) or threshold (P >= 0.45). Both are "
+        "reported."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
 ) -> None:
     """Walk-forward train a model, compare it with the baselines, trade its out-of-sample
-    predictions beside buy-and-hold, and register the final model."""
+    predictions beside buy-and-hold (plain 0.45 rule and the cost-aware layer), and
+    register the final model with its decision layer."""
     from perptrader.ml.registry import check_name
 
     cfg = settings()
@@ -226,7 +276,7 @@ def train(
         payload = train_and_register(store, symbol=symbol, timeframe=timeframe, kind=model,
                                      name=name, spec_text=spec_text, model_kwargs=kwargs,
                                      start=start, end=end, feature_set=feature_set,
-                                     calibrate=calibrate,
+                                     calibrate=calibrate, decision=decision,
                                      progress=None if as_json else bars_on_stderr)
     if as_json:
         print_json(payload)
@@ -430,6 +480,8 @@ def ml_demo_stage(store, console: Console, out_root: Path) -> None:
     trades = [(f"{p['name']} OOS", p["trading"]["model"]) for p in payloads]
     trades.append(("buy_and_hold", first["trading"]["buy_and_hold"]))
     console.print(trading_table(trades, trading_title(first["trading"])))
+    for p in payloads:
+        console.print(f"{p['name']}: {stored_decision_line(p)}")
     for p in payloads:
         for w in p["warnings"]:
             console.print(f"[bold red]WARNING {p['name']}: {w}[/bold red]")

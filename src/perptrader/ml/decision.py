@@ -126,63 +126,174 @@ def expected_edge(inputs: DecisionInputs) -> np.ndarray:
 
 
 @njit(cache=True)
+def decision_step(side: float, held: int, size: float, edge: float, funding_h: float,
+                  sigma: float, cost: float, enter: float, exit_: float, min_hold: int,
+                  vol_target: float, max_size: float, size_by_edge: bool
+                  ) -> tuple[float, int, float, float]:
+    """One bar of the hysteresis state machine: (side, bars held, size) before the bar
+    and its inputs -> (side, held, size, target of the bar). The batch form loops it and
+    a live policy calls it once per bar, so both share one definition of the rule.
+    ``funding_h`` = funding a long pays over the horizon."""
+    if not np.isfinite(edge) or not np.isfinite(sigma) or sigma <= 0.0:
+        # no prediction: hold what is held until min_hold, then go flat
+        if side != 0.0 and held < min_hold:
+            return side, held + 1, size, side * size
+        return 0.0, 0, 0.0, 0.0
+    f = funding_h if np.isfinite(funding_h) else 0.0
+    long_net = edge - f
+    short_net = -edge + f
+    want = 0.0
+    if long_net > enter * cost:
+        want = 1.0
+    elif short_net > enter * cost:
+        want = -1.0
+    if side != 0.0:
+        held_net = long_net if side > 0 else short_net
+        if held < min_hold or held_net > exit_ * cost:
+            want = side  # too early to leave, or the edge still pays: hold
+    if want != side:
+        held = 0
+    side = want
+    if side == 0.0:
+        return 0.0, held, 0.0, 0.0
+    held += 1
+    s = vol_target / sigma
+    if size_by_edge and cost > 0.0:
+        net = long_net if side > 0 else short_net
+        s *= min(1.0, max(net, 0.0) / (max(enter, 1e-12) * cost))
+    size = min(max_size, s)
+    return side, held, size, side * size
+
+
+@njit(cache=True)
 def _decide(edge: np.ndarray, funding_h: np.ndarray, sigma: np.ndarray, cost: float,
             enter: float, exit_: float, min_hold: int, vol_target: float, max_size: float,
-            size_by_edge: bool) -> np.ndarray:
-    """The hysteresis state machine (sequential by nature: each bar depends on the
-    position held). ``funding_h`` = funding a long pays over the horizon."""
+            size_by_edge: bool) -> tuple[np.ndarray, float, int, float]:
+    """``decision_step`` over every bar, from flat: (targets, final side, held, size)."""
     n = len(edge)
     out = np.zeros(n)
     side = 0.0
     held = 0
     size = 0.0
     for t in range(n):
-        e = edge[t]
-        if not np.isfinite(e) or not np.isfinite(sigma[t]) or sigma[t] <= 0.0:
-            # no prediction: hold what is held until min_hold, then go flat
-            if side != 0.0 and held < min_hold:
-                held += 1
-                out[t] = side * size
-                continue
-            side, held, size = 0.0, 0, 0.0
-            continue
-        f = funding_h[t] if np.isfinite(funding_h[t]) else 0.0
-        long_net = e - f
-        short_net = -e + f
-        want = 0.0
-        if long_net > enter * cost:
-            want = 1.0
-        elif short_net > enter * cost:
-            want = -1.0
-        if side != 0.0:
-            held_net = long_net if side > 0 else short_net
-            if held < min_hold or held_net > exit_ * cost:
-                want = side  # too early to leave, or the edge still pays: hold
-        if want != side:
-            held = 0
-        side = want
-        if side != 0.0:
-            held += 1
-            s = vol_target / sigma[t]
-            if size_by_edge and cost > 0.0:
-                net = long_net if side > 0 else short_net
-                s *= min(1.0, max(net, 0.0) / (max(enter, 1e-12) * cost))
-            size = min(max_size, s)
-            out[t] = side * size
-        else:
-            size = 0.0
-    return out
+        side, held, size, out[t] = decision_step(side, held, size, edge[t], funding_h[t],
+                                                 sigma[t], cost, enter, exit_, min_hold,
+                                                 vol_target, max_size, size_by_edge)
+    return out, side, held, size
 
 
 def decide(inputs: DecisionInputs, params: DecisionParams) -> np.ndarray:
     """Target exposure per bar (fraction of equity, sign = side) under ``params``."""
+    return decide_with_state(inputs, params)[0]
+
+
+def decide_with_state(inputs: DecisionInputs, params: DecisionParams
+                      ) -> tuple[np.ndarray, tuple[float, int, float]]:
+    """``decide`` and the state (side, bars held, size) after the last bar, from which
+    ``decision_step`` continues."""
     edge = expected_edge(inputs)
     funding_h = (np.asarray(inputs.funding_rate, dtype=np.float64)
                  * inputs.fundings_per_bar * inputs.horizon)
-    return _decide(edge, funding_h, np.asarray(inputs.sigma, dtype=np.float64),
-                   float(inputs.round_trip_cost), params.enter, params.exit,
-                   int(params.min_hold), params.vol_target, params.max_size,
-                   bool(params.size_by_edge))
+    out, side, held, size = _decide(edge, funding_h,
+                                    np.asarray(inputs.sigma, dtype=np.float64),
+                                    float(inputs.round_trip_cost), params.enter,
+                                    params.exit, int(params.min_hold), params.vol_target,
+                                    params.max_size, bool(params.size_by_edge))
+    return out, (float(side), int(held), float(size))
+
+
+@njit(cache=True)
+def decision_sigma(close: np.ndarray, window: int) -> np.ndarray:
+    """σ_t: sample std (ddof=1) of the ``window`` 1-bar log returns ending at t, NaN
+    before ``window`` returns exist. The label's estimate (``features.labels.
+    bar_volatility``) with each window computed on its own: a live policy computes σ
+    of the newest bar from the last ``window + 1`` closes and must get the batch value
+    to the float, which a running sum carried from the series' start would not give."""
+    n = len(close)
+    out = np.full(n, np.nan)
+    if window < 2:
+        return out
+    for t in range(window, n):
+        mean = 0.0
+        for i in range(t - window + 1, t + 1):
+            mean += math.log(close[i] / close[i - 1])
+        mean /= window
+        ss = 0.0
+        for i in range(t - window + 1, t + 1):
+            d = math.log(close[i] / close[i - 1]) - mean
+            ss += d * d
+        out[t] = math.sqrt(ss / (window - 1))
+    return out
+
+
+@dataclass(frozen=True)
+class CostAwareRule:
+    """The cost-aware layer as stored with a registered model: the chosen setting and
+    everything else ``decide`` needs, so the policy trades exactly what was chosen.
+
+    ``targets`` is the batch form (every bar from flat); ``step`` one bar of it from a
+    carried state ``(side, held, size)``: the per-bar policy's path (same numbers)."""
+
+    params: DecisionParams
+    #: measured edge scale (0: no skill measured -> never trades)
+    k: float
+    horizon: int
+    round_trip_cost: float
+    vol_window: int
+    fundings_per_bar: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"params": self.params.as_dict(), "k": self.k, "horizon": self.horizon,
+                "round_trip_cost": self.round_trip_cost, "vol_window": self.vol_window,
+                "fundings_per_bar": self.fundings_per_bar}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CostAwareRule:
+        try:
+            return cls(DecisionParams.from_dict(dict(d["params"])), float(d["k"]),
+                       int(d["horizon"]), float(d["round_trip_cost"]), int(d["vol_window"]),
+                       float(d["fundings_per_bar"]))
+        except KeyError as exc:
+            raise ValueError(f"stored cost-aware decision lacks {exc.args[0]!r}") from None
+
+    def inputs(self, proba: np.ndarray, close: np.ndarray,
+               funding_rate: np.ndarray | None = None) -> DecisionInputs:
+        """The layer's inputs over a whole series (NaN probability rows: no prediction;
+        NaN funding: none known, charged as 0)."""
+        c = np.asarray(close, dtype=np.float64)
+        fr = np.zeros(len(c)) if funding_rate is None else funding_rate
+        return DecisionInputs(np.asarray(proba, dtype=np.float64),
+                              decision_sigma(c, self.vol_window),
+                              np.asarray(fr, dtype=np.float64), self.k, self.horizon,
+                              self.round_trip_cost, self.fundings_per_bar)
+
+    def targets(self, proba: np.ndarray, close: np.ndarray,
+                funding_rate: np.ndarray | None = None) -> np.ndarray:
+        """Target per bar of a whole series, from flat."""
+        return decide(self.inputs(proba, close, funding_rate), self.params)
+
+    def final_state(self, proba: np.ndarray, close: np.ndarray,
+                    funding_rate: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, tuple[float, int, float]]:
+        """(targets, state after the last bar): the batch form's end, from which a live
+        policy continues bar by bar with ``step``."""
+        return decide_with_state(self.inputs(proba, close, funding_rate), self.params)
+
+    def step(self, state: tuple[float, int, float], proba: np.ndarray, closes: np.ndarray,
+             funding_rate: float) -> tuple[tuple[float, int, float], float]:
+        """(new state, target) of the bar whose probabilities are ``proba`` (3 values)
+        and whose close is the last of ``closes`` (at least ``vol_window + 1`` closes)."""
+        tail = np.asarray(closes[-(self.vol_window + 1):], dtype=np.float64)
+        sigma = float(decision_sigma(tail, self.vol_window)[-1]) if len(tail) > 1 else math.nan
+        p = np.asarray(proba, dtype=np.float64)
+        move = self.k * sigma * math.sqrt(self.horizon)
+        edge = float((p[2] - p[0]) * move)
+        funding_h = float(funding_rate) * self.fundings_per_bar * self.horizon
+        q = self.params
+        side, held, size, target = decision_step(
+            state[0], state[1], state[2], edge, funding_h, sigma, self.round_trip_cost,
+            q.enter, q.exit, int(q.min_hold), q.vol_target, q.max_size, bool(q.size_by_edge))
+        return (side, held, size), float(target)
 
 
 def linear_pnl(targets: np.ndarray, open_: np.ndarray, one_way_cost: float,
@@ -317,11 +428,10 @@ def decision_inputs(frame: pd.DataFrame, proba: np.ndarray, *, k: float, horizon
                     funding_column: str = "funding_rate") -> DecisionInputs:
     """Inputs from a bar frame (``close`` and optionally ``funding_rate`` columns, rows
     aligned with ``proba``): σ is the realised volatility of log closes over
-    ``vol_window`` bars ending at t, the same estimate the label's threshold uses."""
-    from perptrader.features.labels import bar_volatility
-
+    ``vol_window`` bars ending at t (``decision_sigma``: the label's estimate, computed
+    window by window)."""
     close = frame["close"].to_numpy(dtype=np.float64)
-    sigma = bar_volatility(close, vol_window)
+    sigma = decision_sigma(close, vol_window)
     if funding_column in frame.columns:
         fr = frame[funding_column].to_numpy(dtype=np.float64)
     else:
@@ -338,7 +448,7 @@ def round_trip_cost(costs: Any | None = None) -> float:
     return 2.0 * (c.taker_fee + c.slippage_bps / 1e4)
 
 
-__all__ = ["DEFAULT_GRID", "NEVER", "DecisionFit", "DecisionInputs", "DecisionParams",
-           "EdgeScale", "decide", "decision_inputs", "expected_edge", "fit_decision",
-           "fit_edge_scale", "grid_settings",
-           "linear_pnl", "round_trip_cost"]
+__all__ = ["DEFAULT_GRID", "NEVER", "CostAwareRule", "DecisionFit", "DecisionInputs",
+           "DecisionParams", "EdgeScale", "decide", "decide_with_state", "decision_inputs",
+           "decision_sigma", "decision_step", "expected_edge", "fit_decision",
+           "fit_edge_scale", "grid_settings", "linear_pnl", "round_trip_cost"]

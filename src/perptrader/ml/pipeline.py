@@ -21,6 +21,8 @@ from perptrader.marketdata.store.base import MarketStore
 from perptrader.ml.base import MLFrame
 
 KINDS_HELP = "gbdt|lightgbm|xgboost|catboost|xlstm-pattern|xlstm-indicator|lstm|ensemble"
+#: what ``model:NAME`` trades with by default: the stored cost-aware layer or the thresholds
+DECISION_USES = ("cost_aware", "threshold")
 NEURAL = ("xlstm-pattern", "xlstm-indicator", "lstm")
 BOOSTED = ("lightgbm", "xgboost", "catboost")
 #: the default walk-forward of a full run and of a --quick run (when none is given)
@@ -95,20 +97,24 @@ def load_training_data(store: MarketStore, symbol: str, timeframe: str, start: s
 def train_and_register(store: MarketStore, *, symbol: str, timeframe: str, kind: str, name: str,
                        spec_text: str, model_kwargs: dict[str, Any], start: str | None = None,
                        end: str | None = None, feature_set: str = "default",
-                       calibrate: bool = False,
+                       calibrate: bool = False, decision: str = "cost_aware",
                        loaded: tuple | None = None,
                        progress: Callable[[str], AbstractContextManager[Any]] | None = None,
                        ) -> dict[str, Any]:
     """Walk-forward, trading evaluation, report, registration; returns the JSON payload
     of ``train --json`` (see ``train_payload``). ``loaded`` reuses ``load_training_data``'s
     output; ``progress(label)`` is a context manager yielding the walk-forward's progress
-    callback (the CLI's Rich bars), or None for silence."""
+    callback (the CLI's Rich bars), or None for silence. ``decision``: the layer the
+    registered model trades with by default (``model:NAME``); the cost-aware layer is
+    fitted and stored either way (``decide_layers``)."""
     from perptrader.ml.registry import register
     from perptrader.ml.report import write_ml_report
     from perptrader.ml.splits import WalkForwardSpec
     from perptrader.ml.trading import oos_backtest
     from perptrader.ml.walkforward import run_walk_forward
 
+    if decision not in DECISION_USES:
+        raise PerptraderError(f"--decision must be one of {DECISION_USES}, got {decision!r}")
     try:
         spec = WalkForwardSpec.parse(spec_text)
     except ValueError as exc:
@@ -120,18 +126,48 @@ def train_and_register(store: MarketStore, *, symbol: str, timeframe: str, kind:
     with bars_cm as callback:
         try:
             wf = run_walk_forward(data, kind, spec, model_kwargs=model_kwargs,
-                                  calibrate=calibrate, progress=callback)
+                                  calibrate=calibrate, progress=callback,
+                                  keep_valid=True)
         except ValueError as exc:  # too little data for the spec, no labelled rows ...
             raise PerptraderError(f"{name}: {exc}") from None
     seconds = time.perf_counter() - t0
     summary = wf.summary
     summary["trading"] = oos_backtest(data, bars, wf.oos_proba, funding=events)
+    summary["decision"] = decide_layers(data, bars, wf, events, use=decision)
     summary["seconds"] = round(seconds, 1)
     with tempfile.TemporaryDirectory() as tmp:
         report = write_ml_report(Path(tmp) / "report.html", summary, wf.histories)
         folder = register(name, wf.final_model, data=data, summary=summary, spec=spec,
                           model_kwargs=model_kwargs, report_path=report)
     return train_payload(summary, name=name, folder=folder)
+
+
+def decide_layers(data: MLFrame, bars: pd.DataFrame, wf: Any, events: pd.DataFrame, *,
+                  use: str = "cost_aware") -> dict[str, Any]:
+    """The cost-aware decision layer of a walk-forward (``ml.decision_oos``): chosen fold
+    by fold on each fold's tuning rows and traded out of sample beside the plain 0.45
+    rule on the same probabilities (``comparison``), and the layer stored with the model
+    (chosen on every out-of-sample row: ``cost_aware`` and ``chosen_on``). ``use``: what
+    the registered model trades with by default."""
+    from perptrader.ml.decision import round_trip_cost
+    from perptrader.ml.decision_oos import (
+        DecisionContext,
+        cost_aware_oos,
+        fit_stored_rule,
+        fundings_per_bar,
+    )
+    from perptrader.ml.trading import decision_comparison
+
+    timeframe = str(data.meta.get("timeframe") or "1h")
+    ctx = DecisionContext(data=data, bars=bars, oos=wf.oos_proba, valid=wf.valid_proba,
+                          k=0.0, horizon=data.horizon, round_trip_cost=round_trip_cost(),
+                          fundings_per_bar=fundings_per_bar(timeframe))
+    targets, folds = cost_aware_oos(ctx)
+    rule, chosen = fit_stored_rule(ctx)
+    return json_safe({
+        "use": use, "cost_aware": rule.as_dict(), "chosen_on": chosen, "folds": folds,
+        "comparison": decision_comparison(data, bars, wf.oos_proba, targets,
+                                          funding=events)})
 
 
 def _brief(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -155,6 +191,7 @@ def train_payload(summary: dict[str, Any], *, name: str, folder: Path) -> dict[s
         "folds": folds,
         "baselines": {b: _brief(m) for b, m in summary["baselines"].items()},
         "trading": summary.get("trading"),
+        "decision": summary.get("decision"),
         "warnings": summary.get("warnings", []),
         "seconds": summary.get("seconds"),
         "path": str(folder),

@@ -114,6 +114,9 @@ def build_manifest(name: str, version: int, model: Classifier, *, data: MLFrame,
         "model_kwargs": model_kwargs or {},
         # temperature scaling of the final model (None: probabilities used as predicted)
         "temperature": summary.get("final_temperature"),
+        # the decision layer ``model:NAME`` trades with (``ml.decision_oos``); None:
+        # the plain thresholds
+        "decision": _stored_decision(summary.get("decision")),
         "metrics": {
             "oos": summary.get("oos"),
             "baselines": summary.get("baselines"),
@@ -122,6 +125,14 @@ def build_manifest(name: str, version: int, model: Classifier, *, data: MLFrame,
         },
         "warnings": summary.get("warnings", []),
     })
+
+
+def _stored_decision(decision: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the policy needs of the training's decision record (its fold-by-fold
+    details stay in the summary's trading figures)."""
+    if not decision:
+        return None
+    return {k: decision.get(k) for k in ("use", "cost_aware", "chosen_on")}
 
 
 def register(name: str, model: Classifier, *, data: MLFrame, summary: dict[str, Any],

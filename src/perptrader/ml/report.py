@@ -279,6 +279,42 @@ def learning_figure(histories: dict[str, Any]) -> go.Figure | None:
     return fig
 
 
+def decision_table(summary: dict) -> str | None:
+    """Both decision layers on the same out-of-sample probabilities, beside buy-and-hold,
+    and the layer stored with the model (``summary["decision"]``; None: no section)."""
+    dec = summary.get("decision") or {}
+    cmp_ = dec.get("comparison")
+    if not cmp_:
+        return None
+    rows = []
+    for label, key in (("threshold 0.45", "threshold"), ("cost-aware", "cost_aware"),
+                       ("buy-and-hold", "buy_and_hold")):
+        m = cmp_.get(key) or {}
+        rows.append([label, _pct(m.get("total_return")), _num(m.get("sharpe"), 2),
+                     _pct(m.get("max_drawdown")), _num(m.get("trades")),
+                     _num(m.get("turnover"), 1), _num(m.get("fees_paid"), 2),
+                     _pct(m.get("cost_share"))])
+    chosen = dec.get("chosen_on") or {}
+    rule = dec.get("cost_aware") or {}
+    if chosen.get("params") is None:
+        stored = ("the stored cost-aware layer never trades: no edge after costs was "
+                  f"measured on {chosen.get('tuning_rows', 0):,} out-of-sample rows")
+    else:
+        stored = (f"the stored cost-aware layer: k = {_num(rule.get('k'))}, settings "
+                  f"{html.escape(str(chosen['params']))}")
+    note = (f"<p class='note'>Same probabilities, bars, costs and funding; the cost-aware "
+            f"layer is chosen fold by fold on earlier rows only. model:NAME trades with "
+            f"<b>{html.escape(str(dec.get('use')))}</b>; {stored}.</p>")
+    return _table(["decision", "return", "Sharpe", "max DD", "trades", "turnover", "fees",
+                   "cost share"], rows, [None, "model", None]) + note
+
+
+def _pct(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    return f"{float(value):.1%}"
+
+
 def _header(summary: dict) -> str:
     model = html.escape(str(summary.get("model", "model")))
     bits = [html.escape(str(summary[k])) for k in ("symbol", "timeframe") if summary.get(k)]
@@ -315,6 +351,8 @@ def write_ml_report(path: Path, summary: dict,
         ("Prediction distributions (OOS)", distribution_figure(summary)),
         ("Per fold", fold_table(summary)),
         ("Macro-F1 per fold", fold_f1_figure(summary)),
+        ("Trading the OOS probabilities: plain 0.45 rule vs the cost-aware layer",
+         decision_table(summary)),
         ("Learning curves", learning_figure(histories) if histories else
          "<p class='note'>no training histories given</p>"),
     ]

@@ -10,11 +10,24 @@ feature list or hash that differs from the manifest (``registry.feature_mismatch
 Bars inside the feature warm-up (and, for sequence experts, the first ``seq_len - 1``
 bars after it) have no prediction and get target 0 (flat).
 
+The decision from probabilities to a target is the model's STORED decision layer when
+``perptrader train`` chose one (manifest ``decision``; ``decision=auto``, the default):
+the cost-aware layer of ``ml.decision`` (expected return net of costs, hysteresis,
+minimum holding period, volatility-targeted size), with the settings and the measured
+edge scale chosen on the walk-forward's out-of-sample rows. ``decision=threshold``
+forces the plain rule (long when P(BUY) >= buy_threshold ...), the only one of models
+registered without a layer. The cost-aware layer is path-dependent (the position held
+decides whether an edge is enough to stay), so its batch form runs from the frame's
+first bar, flat.
+
 ``decide(bars, account)`` gives the same number for the last bar from the LIVE feature
 path (``features.incremental.IncrementalFeatures``: one bar's features from bounded
 tails), with a buffer of the last ``seq_len`` feature rows for sequence experts. The
 state (live features, row buffer, last bar seen) is rebuilt from ``bars`` whenever the
 previous call was not for the bar just before; the model is loaded once per object.
+The cost-aware layer's state (side, bars held, size) is carried from call to call
+(``CostAwareRule.step``) and, on a stale call (first call, restart), rebuilt by running
+the batch form over all of ``bars``, as the ``vsa`` policy rebuilds its holding state.
 
 No look-ahead: the features are causal (the pipeline's look-ahead check) and a bar's
 target depends only on its own probabilities, so targets of rows <= t are the same
@@ -37,10 +50,13 @@ import numpy as np
 import pandas as pd
 
 from perptrader.core.errors import PerptraderError
+from perptrader.ml.decision import CostAwareRule
 from perptrader.ml.trading import signals
 from perptrader.strategies.base import AccountView, PolicyBase
 
 PREFIX = "model:"
+#: ``decision=`` values: the model's stored layer, the plain thresholds, the cost-aware layer
+DECISIONS = ("auto", "threshold", "cost_aware")
 
 
 def parse_model_ref(text: str) -> tuple[str, int | None]:
@@ -68,13 +84,15 @@ def sequence_length(model: Any) -> int:
 
 @dataclass
 class ModelStrategy(PolicyBase):
-    """Long when P(BUY) >= buy_threshold (and > P(SELL)), short when P(SELL) >=
-    sell_threshold (and > P(BUY)), else flat; see ``ml.trading.signals``."""
+    """The model's stored decision layer (see the module doc), or with
+    ``decision="threshold"``: long when P(BUY) >= buy_threshold (and > P(SELL)), short
+    when P(SELL) >= sell_threshold (and > P(BUY)), else flat (``ml.trading.signals``)."""
 
     model: str
     version: int | None = None
     buy_threshold: float = 0.45
     sell_threshold: float = 0.45
+    decision: str = "auto"
     #: (model, manifest), loaded on first use and kept: a policy is one model version
     _loaded: tuple[Any, dict[str, Any]] | None = field(default=None, init=False, repr=False,
                                                        compare=False)
@@ -83,6 +101,9 @@ class ModelStrategy(PolicyBase):
                                   compare=False)
     #: ``warmup_bars`` of the loaded model (decide reads it every bar)
     _warmup: int | None = field(default=None, init=False, repr=False, compare=False)
+    #: the parsed stored layer (``rule``), read once
+    _live_rule: dict[str, Any] = field(default_factory=dict, init=False, repr=False,
+                                       compare=False)
 
     def __post_init__(self) -> None:
         for name in ("buy_threshold", "sell_threshold"):
@@ -90,6 +111,8 @@ class ModelStrategy(PolicyBase):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
             setattr(self, name, value)
+        if self.decision not in DECISIONS:
+            raise ValueError(f"decision must be one of {DECISIONS}, got {self.decision!r}")
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -97,8 +120,30 @@ class ModelStrategy(PolicyBase):
 
     @property
     def params(self) -> dict[str, Any]:
-        return {"model": self.model, "version": self.manifest()["version"],
-                "buy_threshold": self.buy_threshold, "sell_threshold": self.sell_threshold}
+        rule = self.rule()
+        out: dict[str, Any] = {"model": self.model, "version": self.manifest()["version"],
+                               "decision": "threshold" if rule is None else "cost_aware"}
+        if rule is None:
+            out.update(buy_threshold=self.buy_threshold, sell_threshold=self.sell_threshold)
+        else:
+            out["cost_aware"] = rule.as_dict()
+        return out
+
+    def rule(self) -> CostAwareRule | None:
+        """The cost-aware layer this policy trades with, None for the plain thresholds
+        (``decision=auto``: what the manifest says, thresholds when it says nothing)."""
+        stored = self.manifest().get("decision") or {}
+        use = stored.get("use", "threshold") if self.decision == "auto" else self.decision
+        if use == "threshold":
+            return None
+        if not stored.get("cost_aware"):
+            raise PerptraderError(f"model {self.model!r} v{self.manifest()['version']} has "
+                                  "no stored cost-aware decision layer (registered before "
+                                  "`perptrader train` stored one): retrain it, or use "
+                                  "decision=threshold")
+        if "rule" not in self._live_rule:
+            self._live_rule["rule"] = CostAwareRule.from_dict(stored["cost_aware"])
+        return self._live_rule["rule"]
 
     @property
     def warmup_bars(self) -> int:
@@ -170,10 +215,19 @@ class ModelStrategy(PolicyBase):
                             columns=list(CLASSES))
 
     def targets(self, frame: pd.DataFrame) -> np.ndarray:
+        return self._batch(frame)[0]
+
+    def _batch(self, frame: pd.DataFrame) -> tuple[np.ndarray, tuple[float, int, float]]:
+        """(targets of every bar, state of the cost-aware layer after the last bar)."""
         proba = self.probabilities(frame)
-        sig = pd.Series(signals(proba.to_numpy(), self.buy_threshold, self.sell_threshold),
-                        index=proba.index)
-        return sig.reindex(frame.index).fillna(0.0).to_numpy(dtype=np.float64)
+        rule = self.rule()
+        if rule is None:
+            sig = pd.Series(signals(proba.to_numpy(), self.buy_threshold,
+                                    self.sell_threshold), index=proba.index)
+            return sig.reindex(frame.index).fillna(0.0).to_numpy(dtype=np.float64), FLAT
+        full = proba.reindex(frame.index).to_numpy(dtype=np.float64)
+        return rule.final_state(full, frame["close"].to_numpy(dtype=np.float64),
+                                _funding(frame))
 
     # -- the per-bar path ---------------------------------------------------------------
     def decide(self, bars: pd.DataFrame, account: AccountView) -> float:
@@ -184,6 +238,13 @@ class ModelStrategy(PolicyBase):
         if len(bars) - 1 < self.warmup_bars:
             live.clear()  # no prediction yet: flat, exactly like the batch form
             return 0.0
+        rule = self.rule()
+        if rule is not None and not (len(bars) >= 2 and live.get("ts") == bars.index[-2]):
+            # a stale call: the layer's state needs the whole path, i.e. the batch form
+            self._rebuild(bars)
+            targets, live["state"] = self._batch(bars)
+            live["ts"] = bars.index[-1]
+            return float(targets[-1])
         if len(bars) >= 2 and live.get("ts") == bars.index[-2]:
             last = bars.iloc[-1:]  # one slice (a list index, ``iloc[[-1]]``, is a take)
             row = live["features"].update(last).to_numpy()
@@ -202,7 +263,14 @@ class ModelStrategy(PolicyBase):
         else:
             self._rebuild(bars)
         live["ts"] = bars.index[-1]
-        return float(self._predict_last())
+        proba = self._predict_last()
+        if rule is None:
+            return float(signals(proba, self.buy_threshold, self.sell_threshold)[0])
+        funding = _funding(bars.iloc[-1:])
+        live["state"], target = rule.step(live["state"], proba[0],
+                                          bars["close"].to_numpy(dtype=np.float64),
+                                          0.0 if funding is None else float(funding[0]))
+        return target
 
     def _rebuild(self, bars: pd.DataFrame) -> None:
         """The live state from all of ``bars``: live features with ``bars[:-1]`` as
@@ -247,9 +315,10 @@ class ModelStrategy(PolicyBase):
                           columns=pd.Index(columns) if len(set(columns)) == len(columns)
                           else None)
 
-    def _predict_last(self) -> float:
-        """The target of the newest buffered row: the model on a small table of the
-        buffered rows (a sequence expert normalises each window on its own)."""
+    def _predict_last(self) -> np.ndarray:
+        """The (1, 3) probabilities of the newest buffered row: the model on a small
+        table of the buffered rows (a sequence expert normalises each window on its
+        own)."""
         from perptrader.ml.base import OHLCV, MLFrame
         from perptrader.ml.registry import predict_registered
 
@@ -271,8 +340,18 @@ class ModelStrategy(PolicyBase):
         data = MLFrame(table, live["names"], label=manifest["label"],
                        horizon=int(manifest.get("horizon") or 1), meta={})
         rows = np.array([len(table) - 1], dtype=np.int64)
-        proba = predict_registered(model, manifest, data, rows)
-        return float(signals(proba, self.buy_threshold, self.sell_threshold)[0])
+        return np.asarray(predict_registered(model, manifest, data, rows), dtype=np.float64)
+
+
+#: the cost-aware layer's state when flat (side, bars held, size)
+FLAT = (0.0, 0, 0.0)
+
+
+def _funding(frame: pd.DataFrame) -> np.ndarray | None:
+    """The funding rate known at each bar (the loader's ``funding_rate``), or None."""
+    if "funding_rate" not in frame.columns:
+        return None
+    return frame["funding_rate"].to_numpy(dtype=np.float64, na_value=np.nan)
 
 
 def _ohlcv(bars: pd.DataFrame) -> pd.DataFrame:
@@ -294,15 +373,21 @@ def _ohlcv_values(bars: pd.DataFrame) -> np.ndarray:
 
 def model_strategy(name: str, params: Mapping[str, object] | None = None) -> ModelStrategy:
     """``get_strategy("model:NAME[@VERSION]", params)``: params buy_threshold,
-    sell_threshold (CLI strings accepted). Raises ValueError on unknown parameters."""
+    sell_threshold, decision (auto|threshold|cost_aware; CLI strings accepted). A
+    threshold given without ``decision`` selects the threshold rule (the one it
+    belongs to). Raises ValueError on unknown parameters."""
     model, version = parse_model_ref(name)
     params = dict(params or {})
-    known = {"buy_threshold", "sell_threshold"}
+    known = {"buy_threshold", "sell_threshold", "decision"}
     extra = sorted(set(params) - known)
     if extra:
         raise ValueError(f"strategy {name!r} has no parameter(s) {extra}; it takes "
                          f"{sorted(known)}")
-    kwargs = {k: float(str(v)) for k, v in params.items()}
+    kwargs: dict[str, Any] = {k: float(str(v)) for k, v in params.items() if k != "decision"}
+    if "decision" in params:
+        kwargs["decision"] = str(params["decision"])
+    elif kwargs:
+        kwargs["decision"] = "threshold"  # thresholds given: the rule they belong to
     return ModelStrategy(model, version, **kwargs)
 
 
@@ -310,5 +395,7 @@ def register() -> None:
     """Entry point (``perptrader.policies``): ``model:NAME[@VERSION]`` resolves here."""
     from perptrader.strategies.registry import register_prefix
 
-    register_prefix(PREFIX, model_strategy, "a registered ML model: long/short when "
-                    "P(BUY)/P(SELL) >= buy_threshold/sell_threshold (model:NAME[@VERSION])")
+    register_prefix(PREFIX, model_strategy, "a registered ML model through its stored "
+                    "decision layer (cost-aware when `train` chose one), or decision="
+                    "threshold: long/short when P(BUY)/P(SELL) >= buy_threshold/"
+                    "sell_threshold (model:NAME[@VERSION])")

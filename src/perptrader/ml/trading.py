@@ -23,7 +23,8 @@ from perptrader.strategies.precomputed import PrecomputedTargets
 
 #: the metrics a trading row shows (keys of ``backtest.metrics.performance``)
 TRADING_KEYS = ("total_return", "annual_return", "sharpe", "sortino", "max_drawdown",
-                "win_rate", "trades", "time_in_market", "fees_paid", "funding_paid")
+                "win_rate", "trades", "time_in_market", "turnover", "fees_paid",
+                "funding_paid")
 
 
 def signals(proba: np.ndarray, buy_threshold: float = 0.45,
@@ -118,3 +119,34 @@ def oos_backtest(data: MLFrame, bars: pd.DataFrame, oos_proba: pd.DataFrame, *,
         "leverage": leverage, "funding": rng["funding"],
         "warnings": list(res.warnings),
     })
+
+
+def cost_share(metrics: dict[str, Any], initial_cash: float) -> float:
+    """Fees + funding paid as a share of the starting capital: defined whatever the sign
+    of the gross P&L (a share of a negative gross reads as nonsense)."""
+    return (float(metrics["fees_paid"]) + float(metrics["funding_paid"])) / initial_cash
+
+
+def decision_comparison(data: MLFrame, bars: pd.DataFrame, oos_proba: pd.DataFrame,
+                        cost_aware: pd.Series, *, costs: Any | None = None,
+                        funding: pd.DataFrame | None = None) -> dict[str, Any]:
+    """The plain 0.45 rule and the cost-aware layer on the SAME out-of-sample
+    probabilities, bars and costs, beside buy-and-hold: {"threshold", "cost_aware",
+    "buy_and_hold": figures (``TRADING_KEYS`` + ``cost_share``), "first_bar",
+    "last_bar", "bars"}. ``cost_aware``: the layer's target per OOS bar."""
+    from perptrader.core.jsonsafe import json_safe
+
+    symbol = str(data.meta.get("symbol") or "")
+    timeframe = str(data.meta.get("timeframe") or "1h")
+    out: dict[str, Any] = {}
+    for label, targets in (("threshold", oos_targets(oos_proba)), ("cost_aware", cost_aware)):
+        res = targets_backtest_result(bars, targets, symbol=symbol, timeframe=timeframe,
+                                      costs=costs, funding=funding, label=label)
+        cash = res.config.initial_cash
+        out[label] = {**{k: res.metrics.get(k) for k in TRADING_KEYS},
+                      "cost_share": cost_share(res.metrics, cash)}
+        out["buy_and_hold"] = {**{k: res.benchmark_metrics.get(k) for k in TRADING_KEYS},
+                               "cost_share": cost_share(res.benchmark_metrics, cash)}
+        rng = res.data_range
+        out.update(first_bar=rng["first_bar"], last_bar=rng["last_bar"], bars=rng["bars"])
+    return json_safe(out)

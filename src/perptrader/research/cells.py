@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-import numpy as np
 import pandas as pd
 
 from perptrader.core.errors import PerptraderError
@@ -134,19 +133,6 @@ def relabel(data: MLFrame, bars: pd.DataFrame, spec: LabelSpec,
                    meta={**data.meta, "label_spec": spec.name})
 
 
-def forward_return(bars: pd.DataFrame, index: pd.DatetimeIndex, horizon: int) -> np.ndarray:
-    """close[t + h] / close[t] − 1 at the given bar times (NaN beyond the data): the
-    target of the information coefficient."""
-    close = bars["close"].to_numpy(dtype=np.float64)
-    fwd = np.full(len(close), np.nan)
-    if horizon < len(close):
-        fwd[: len(close) - horizon] = close[horizon:] / close[: len(close) - horizon] - 1.0
-    pos = bars.index.get_indexer(index)
-    if (pos < 0).any():
-        raise PerptraderError("forward_return: some times are not bars of the frame")
-    return fwd[pos]
-
-
 def first_test_bar(cell: Cell, walkforward: str) -> pd.Timestamp:
     """The first bar any walk-forward test window of ``cell`` holds."""
     from perptrader.ml.splits import WalkForwardSpec, walk_forward
@@ -178,5 +164,5 @@ def check_selection_before(feature_set: str, first_test: pd.Timestamp) -> None:
 
 
 __all__ = ["LABEL_COLUMN", "SELECTED", "Cell", "check_selection_before", "first_test_bar",
-           "forward_return", "label_config", "load_cell", "lockbox_start", "relabel",
+           "label_config", "load_cell", "lockbox_start", "relabel",
            "resolve_feature_set"]

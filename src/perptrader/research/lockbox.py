@@ -29,11 +29,11 @@ from perptrader.core.errors import PerptraderError
 from perptrader.core.jsonsafe import json_safe
 from perptrader.marketdata.store.base import MarketStore
 from perptrader.ml.base import CLASSES, MLFrame
+from perptrader.ml.decision_oos import DecisionContext, fundings_per_bar
 from perptrader.research.cells import relabel, resolve_feature_set
-from perptrader.research.decisions import DecisionContext, run_decision
+from perptrader.research.decisions import run_decision
 from perptrader.research.study import Study, parse_study
 from perptrader.research.trials import (
-    fundings_per_bar,
     model_kwargs,
     round_trip,
     signal_quality,

@@ -21,8 +21,9 @@ from scipy import stats
 
 from perptrader.core.jsonsafe import json_safe
 from perptrader.ml.base import CLASSES, MLFrame
-from perptrader.research.cells import Cell, forward_return, relabel
-from perptrader.research.decisions import DecisionContext, run_decision
+from perptrader.ml.decision_oos import DecisionContext, forward_return, fundings_per_bar
+from perptrader.research.cells import Cell, relabel
+from perptrader.research.decisions import run_decision
 from perptrader.research.study import DecisionSpec, LabelSpec, ModelSpec
 
 #: trading figures a trial records (keys of ``backtest.metrics.performance``)
@@ -72,12 +73,6 @@ def model_kwargs(spec: ModelSpec, seed: int) -> dict[str, Any]:
     return kwargs
 
 
-def fundings_per_bar(timeframe: str) -> float:
-    from perptrader.core.timeframes import timeframe_delta
-
-    return timeframe_delta(timeframe) / pd.Timedelta(hours=8)
-
-
 def round_trip(costs: dict[str, Any]) -> float:
     from perptrader.ml.decision import round_trip_cost
     from perptrader.sim.costs import CostModel
@@ -114,16 +109,14 @@ def trade(bars: pd.DataFrame, funding: pd.DataFrame, targets: pd.Series, *, symb
     """(trading figures, buy-and-hold figures, bar returns, buy-and-hold bar returns)
     of ``targets`` through the backtest engine."""
     from perptrader.backtest.metrics import bar_returns
-    from perptrader.ml.trading import targets_backtest_result
+    from perptrader.ml.trading import cost_share, targets_backtest_result
     from perptrader.sim.costs import CostModel
 
     res = targets_backtest_result(bars, targets, symbol=symbol, timeframe=timeframe,
                                   costs=CostModel(**costs), funding=funding, label=label)
     cash = res.config.initial_cash
     figures = {k: res.metrics.get(k) for k in TRADE_KEYS}
-    # fees + funding as a share of the starting capital: defined whatever the sign of
-    # the gross P&L (a share of a negative gross reads as nonsense)
-    figures["cost_share"] = (res.metrics["fees_paid"] + res.metrics["funding_paid"]) / cash
+    figures["cost_share"] = cost_share(res.metrics, cash)
     bench = {k: res.benchmark_metrics.get(k) for k in TRADE_KEYS}
     index = res.frame.index
     r = pd.Series(bar_returns(res.sim.bars["equity"].to_numpy(dtype=np.float64), cash),

@@ -50,13 +50,26 @@ class Rollout:
                 "flat": round(float((d == 0).sum()) / n, 4)}
 
 
-def collapse(distribution: dict[str, float], trades: int) -> str | None:
-    """Why a policy counts as collapsed (None when it does not)."""
-    top = max(distribution, key=distribution.get)
+def collapse(distribution: dict[str, float], trades: int,
+             positions: dict[str, float] | None = None) -> str | None:
+    """Why a policy counts as collapsed (None when it does not): no trades, or one
+    behaviour on more than ``COLLAPSE_SHARE`` of the steps. With ``positions`` (shares
+    of long / short / flat steps, ``Rollout.position_shares``) the behaviour is the
+    POSITION: under incremental actions an agent that keeps a position repeats 'hold'
+    while it does, so one dominant action alone is not a constant policy, whereas one
+    position held on nearly every step is (always flat, or buy-and-hold by another
+    name). Without ``positions`` the dominant action decides."""
     if trades == 0:
         return "no trades"
-    if distribution[top] > COLLAPSE_SHARE:
-        return f"'{top}' on {distribution[top]:.0%} of the steps"
+    top = max(distribution, key=distribution.get)
+    if positions is None:
+        if distribution[top] > COLLAPSE_SHARE:
+            return f"'{top}' on {distribution[top]:.0%} of the steps"
+        return None
+    held = max(positions, key=positions.get)
+    if positions[held] > COLLAPSE_SHARE:
+        return (f"{held} on {positions[held]:.0%} of the steps ('{top}' action on "
+                f"{distribution[top]:.0%})")
     return None
 
 

@@ -193,14 +193,14 @@ def _one_seed(spans: _Spans, cfg: TrialSettings, reward: RewardConfig, seed: int
     policy = load_policy(folder / f"seed{seed}" / "policy.zip")
     rollout = run_agent(spans.test, {"ppo": policy}, {}, reward=reward)
     res, _ = backtest_rollout(spans.test, rollout, label=f"rl-trial-s{seed}", baselines={})
-    dist = rollout.action_distribution()
+    dist, positions = rollout.action_distribution(), rollout.position_shares()
     trades = int(res.metrics.get("trades") or 0)
-    reason = collapse(dist, trades)
+    reason = collapse(dist, trades, positions)
     row = {"seed": int(seed), "net_return": res.metrics.get("total_return"),
            "sharpe": res.metrics.get("sharpe"), "trades": trades,
            "turnover": res.metrics.get("turnover"),
            "max_drawdown": res.metrics.get("max_drawdown"), "action_share": dist,
-           "position_share": rollout.position_shares(), "collapsed": reason is not None,
+           "position_share": positions, "collapsed": reason is not None,
            "collapse_reason": reason, "policy": rec["policy"],
            "train_wall_s": rec["wall_s"], "timesteps": rec["timesteps"]}
     return row, _bar_returns(res, spans.test.config.initial_cash)

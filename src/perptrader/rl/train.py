@@ -116,12 +116,13 @@ def validation_check(market: Any, root: Path, labels: list[str], spec: Any, seed
                     reward=reward)
     trades = int(out.info["trades"]) + int(len(out.decisions) > 0
                                            and out.decisions.iloc[-1] != 0.0)
-    dist = out.action_distribution()
-    reason = collapse(dist, trades)
+    dist, positions = out.action_distribution(), out.position_shares()
+    reason = collapse(dist, trades, positions)
     init = market.config.initial_cash
     final = float(out.equity.iloc[-1]) if len(out.equity) else init
     return {"seed": int(seed), "net_return": final / init - 1.0, "trades": trades,
-            "action_share": dist, "collapsed": reason is not None,
+            "action_share": dist, "position_share": positions,
+            "collapsed": reason is not None,
             "collapse_reason": reason}
 
 
