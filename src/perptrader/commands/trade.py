@@ -318,21 +318,25 @@ def paper_demo_stage(store: Any, out: Any, data_dir: Any) -> None:
     end = (pd.Timestamp(last).tz_convert("UTC") + timeframe_delta(timeframe)).normalize()
     end = end.replace(day=1)
     start = end - pd.DateOffset(months=1)
-    policies = ["vsa"]
+    policies: list[tuple[str, dict[str, str]]] = [("vsa", {})]
     from perptrader.ml.registry import versions
 
     if versions("demo-gbdt"):
-        policies.append("model:demo-gbdt")
+        # the model through the decision layer `train` stored with it, and through the
+        # plain 0.45 rule: the stored layer stays flat when no edge after costs was found
+        policies += [("model:demo-gbdt", {}), ("model:demo-gbdt", {"decision": "threshold"})]
     path = Path(data_dir) / "demo-paper.sqlite"
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)  # the demo's own journal, fresh
-    out.print(f"Paper trading {', '.join(policies)} on {symbol} {timeframe}, replay "
+    labels = [name + "".join(f" {k}={v}" for k, v in params.items())
+              for name, params in policies]
+    out.print(f"Paper trading {', '.join(labels)} on {symbol} {timeframe}, replay "
               f"{start:%Y-%m-%d}..{end:%Y-%m-%d}, journal {path}")
     with open_trading_db(str(path), data_dir, synchronous="NORMAL") as journal:
-        for name in policies:
-            policy = get_strategy(name)
+        for (name, params), label in zip(policies, labels, strict=True):
+            policy = get_strategy(name, params)
             # the model needs its feature warm-up before the month: hand it that history
-            spec = RunSpec(mode="paper", strategy=name, symbols=(symbol,),
+            spec = RunSpec(mode="paper", strategy=name, params=params, symbols=(symbol,),
                            timeframe=timeframe, replay=(start.isoformat(), end.isoformat()),
                            history_bars=policy.warmup_bars + 24)
             feed = ReplayFeed(store, spec.symbols, timeframe, start, end,
@@ -342,10 +346,10 @@ def paper_demo_stage(store: Any, out: Any, data_dir: Any) -> None:
             engine.run()
             seconds = time.perf_counter() - t0
             status = run_status(journal, engine.run_id)
-            out.print(f"  {name}: {status['bars']:,} bars in {seconds:.1f} s, "
+            out.print(f"  {label}: {status['bars']:,} bars in {seconds:.1f} s, "
                       f"{status['fills']} fills, final equity {status['final_equity']:,.2f} "
                       f"({status['total_return']:+.2%})")
-            bt = backtest_of(store, spec, get_strategy(name), symbol)
+            bt = backtest_of(store, spec, get_strategy(name, params), symbol)
             out.print("  " + compare(journal, engine.run_id, bt).line())
         report = journal.verify_audit()
         out.print(f"  {report.summary()}")

@@ -246,10 +246,14 @@ def run_drill(lifecycles: int = 200, *, data: Any = None, workdir: Path, seed: i
         # that bar and exits; nothing moves at the venue after it (no funding, no fills)
         final = ChildArgs(fake.url, db_url, str(workdir), "", 1, user_stream)
         child = ctx.Process(target=run_child, args=(final,), daemon=True)
+        before = clock.done_ms()
         child.start()
         deadline = time.monotonic() + 120
         while child.is_alive() and time.monotonic() < deadline:
-            clock.tick()
+            # the clock stops once the last life has journaled its bar: a step while it
+            # exits could settle funding the journal can no longer see
+            if clock.done_ms() == before:
+                clock.tick()
             child.join(0.01)
         if child.exitcode != 0:
             raise RuntimeError(f"the final reconciliation run failed (exit {child.exitcode})")
@@ -271,7 +275,8 @@ class _Metronome:
         self.step = 3_600_000
         self._last_step = 0.0
 
-    def _done_ms(self) -> int | None:
+    def done_ms(self) -> int | None:
+        """Open time of the last bar the trader journaled (None before the first)."""
         if not self.db_path.exists():
             return None
         try:
@@ -284,7 +289,7 @@ class _Metronome:
         return int(pd.Timestamp(last).value // 1_000_000) if last else None
 
     def tick(self) -> None:
-        done = self._done_ms()
+        done = self.done_ms()
         now = int(self.fake.venue.clock.now_ms())
         if done is None:  # no bar journaled yet: a bar now and then until one is
             if time.monotonic() - self._last_step > 0.5:
