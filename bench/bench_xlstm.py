@@ -4,6 +4,7 @@ blocks) against the LSTM reference of the same width and depth, in the same run.
     .venv/bin/python bench/bench_xlstm.py [--seq-len 64] [--d-model 64] [--batch 64]
                                           [--steps 30] [--warmup 5] [--synthetic]
                                           [--package-too] [--n-blocks 2] [--slstm-at 1]
+                                          [--layouts legacy,default] [--threads N]
 
 Inputs are the pattern expert's real windows (per-window normalised OHLCV + the pattern
 feature columns): the real BTCUSDT 1h futures file of ../shared/data plus its 8h funding
@@ -16,8 +17,19 @@ between the models (a shared machine's load shifts hit all models alike). CPU al
 CUDA too when available (sLSTM "cuda" kernel, bf16/fp16 autocast as in training).
 The xLSTM runs the expert's default forward (``xlstm_kernel="fast"`` on CPU, see
 ``ml.nn.networks``); ``--package-too`` also times the ``xlstm`` package's own forward
-of the same net (the state before the fast form), with its own ratio to the same LSTM
-measurement.
+of the first layout's net (the state before the fast form), with its own ratio to the
+same LSTM measurement.
+
+``--layouts`` names the xLSTM block layouts to time (``LAYOUTS``: ExpertConfig's
+``mlstm_proj_factor``, ``slstm_ffn_factor``, ``mlstm_heads``), each one against the
+same LSTM run: "legacy" = the layout of every model saved before those knobs (mLSTM
+up-projection 2, 4 mLSTM heads, gated feed-forward 1.3 after the sLSTM), "lean" =
+up-projection 1, one mLSTM head, no sLSTM feed-forward, "default" = ``ExpertConfig()``
+(the lean layout since it was measured, see docs/ml.md).
+At d_model 64 the mLSTM's parallel form over (B, heads, L, L) and the legacy layout's
+matmuls are what an LSTM step does not pay; the lean layout drops most of both.
+A busy 2-core machine: ``--threads 1`` gives steadier ratios (two torch threads
+fighting another process for 2 cores slow each model by a different factor).
 """
 
 from __future__ import annotations
@@ -36,6 +48,7 @@ import torch
 
 from perptrader.ml.base import MLFrame
 from perptrader.ml.experts import ExpertConfig, LSTMReference, XLSTMExpert
+from perptrader.ml.nn.config import LEGACY_XLSTM_LAYOUT
 from perptrader.ml.nn.losses import FocalLoss
 from perptrader.ml.nn.networks import count_parameters
 from perptrader.ml.nn.training import Precision, optimizer_step, prepare_device
@@ -117,6 +130,31 @@ def interleaved_rates(runs: dict[str, Callable[[int], float]], batch: int, steps
     return rates, relative
 
 
+#: block layouts the benchmark can time (``--layouts``): ExpertConfig field overrides;
+#: "default" is whatever ``ExpertConfig()`` builds today
+LAYOUTS: dict[str, dict[str, float | int]] = {
+    "default": {},
+    "legacy": dict(LEGACY_XLSTM_LAYOUT),
+    "lean": {"mlstm_proj_factor": 1.0, "slstm_ffn_factor": 0.0, "mlstm_heads": 1},
+    "lean-4heads": {"mlstm_proj_factor": 1.0, "slstm_ffn_factor": 0.0, "mlstm_heads": 4},
+}
+
+
+def layout_config(base: ExpertConfig, name: str) -> ExpertConfig:
+    """``base`` with the layout ``name`` of ``LAYOUTS`` (unknown name = error)."""
+    if name not in LAYOUTS:
+        raise SystemExit(f"unknown layout {name!r}; known: {', '.join(LAYOUTS)}")
+    return replace(base, **LAYOUTS[name])
+
+
+def describe(cfg: ExpertConfig) -> str:
+    """The block layout of ``cfg`` in one line (what the ratio is of)."""
+    blocks = "+".join("sLSTM" if i in cfg.slstm_at else "mLSTM"
+                      for i in range(cfg.n_blocks))
+    return (f"{blocks}, mLSTM proj {cfg.mlstm_proj_factor:g} x {cfg.mlstm_heads} heads, "
+            f"sLSTM FFN {cfg.slstm_ffn_factor:g}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seq-len", type=int, default=64)
@@ -132,9 +170,13 @@ def main() -> None:
                         help="xLSTM blocks = LSTM layers (the depth of both sides)")
     parser.add_argument("--slstm-at", default=",".join(map(str, ExpertConfig.slstm_at)),
                         help="sLSTM block positions, comma-separated ('' = mLSTM only)")
+    parser.add_argument("--layouts", default="legacy,default",
+                        help=f"xLSTM layouts to time, comma-separated, each against the "
+                        f"same LSTM measurement; known: {', '.join(LAYOUTS)}")
     parser.add_argument("--synthetic", action="store_true", help="skip the real data")
     parser.add_argument("--package-too", action="store_true",
-                        help="also time the xlstm package's own forward (slow on CPU)")
+                        help="also time the xlstm package's own forward of the first "
+                        "layout (slow on CPU)")
     args = parser.parse_args()
 
     t0 = time.perf_counter()
@@ -151,11 +193,13 @@ def main() -> None:
     print(f"seq_len {args.seq_len} · d_model {args.d_model} · batch {args.batch} · "
           f"{args.steps} timed steps after {args.warmup} warm-up steps")
     slstm_at = tuple(int(i) for i in args.slstm_at.split(",") if i.strip())
-    print(f"xLSTM blocks {args.n_blocks}, sLSTM at {list(slstm_at)} · "
-          f"LSTM layers {args.n_blocks}")
-    cfg = ExpertConfig(seq_len=args.seq_len, d_model=args.d_model, batch_size=args.batch,
-                       cpu_threads=args.threads, n_blocks=args.n_blocks, slstm_at=slstm_at)
-    layout = "+".join("sLSTM" if i in slstm_at else "mLSTM" for i in range(args.n_blocks))
+    base = ExpertConfig(seq_len=args.seq_len, d_model=args.d_model, batch_size=args.batch,
+                        cpu_threads=args.threads, n_blocks=args.n_blocks, slstm_at=slstm_at)
+    layouts = {name: layout_config(base, name)
+               for name in (n.strip() for n in args.layouts.split(",")) if name}
+    for name, cfg in layouts.items():
+        print(f"xLSTM {name}: {describe(cfg)}")
+    print(f"LSTM reference: {args.n_blocks} layers")
     devices = [torch.device("cpu")]
     if torch.cuda.is_available():
         devices.append(torch.device("cuda"))
@@ -164,25 +208,40 @@ def main() -> None:
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else \
             f"CPU, {torch.get_num_threads()} threads"
         print(f"\ndevice: {device} ({name})")
-        models: list[tuple[str, XLSTMExpert | LSTMReference]] = [
-            (f"xLSTM pattern ({layout})", XLSTMExpert("pattern", cfg))]
-        if args.package_too and device.type == "cpu":
-            models.append(("xLSTM, package forward", XLSTMExpert(
-                "pattern", replace(cfg, xlstm_kernel="package"))))
-        models.append(("LSTM reference", LSTMReference(cfg)))
-        runs, n_params = {}, {}
-        for label, model in models:
-            runs[label], n_params[label] = trainer(model, data, device)
-        rates, relative = interleaved_rates(runs, args.batch, args.steps, args.warmup,
-                                            args.rounds)
-        for label, rate in rates.items():
-            print(f"  {label:<28} {n_params[label]:>9,} params  {rate:>10,.0f} samples/s")
-        lstm = rates.pop("LSTM reference")
-        for label, x in rates.items():
-            name = "ratio xLSTM / LSTM" if label.startswith("xLSTM pattern") else \
-                "ratio package-forward xLSTM / LSTM"
-            print(f"  {name}: {x / lstm:.2f} (xLSTM is {lstm / x:.1f}x slower; median "
-                  f"of the {args.rounds} interleaved rounds {relative[label]:.2f})")
+        time_models(models_to_time(layouts, args.package_too and device.type == "cpu"),
+                    data, device, args)
+
+
+def models_to_time(layouts: dict[str, ExpertConfig], package_too: bool
+                   ) -> list[tuple[str, XLSTMExpert | LSTMReference]]:
+    """One xLSTM per layout (+ the package forward of the first), the LSTM last (the
+    reference every ratio is taken against)."""
+    models: list[tuple[str, XLSTMExpert | LSTMReference]] = [
+        (f"xLSTM {name}", XLSTMExpert("pattern", cfg)) for name, cfg in layouts.items()]
+    first_name, first = next(iter(layouts.items()))
+    if package_too:
+        models.append((f"xLSTM {first_name}, package fwd", XLSTMExpert(
+            "pattern", replace(first, xlstm_kernel="package"))))
+    models.append(("LSTM reference", LSTMReference(first)))
+    return models
+
+
+def time_models(models: list[tuple[str, XLSTMExpert | LSTMReference]], data: MLFrame,
+                device: torch.device, args: argparse.Namespace) -> None:
+    """Train every model interleaved and print samples/s and each xLSTM's ratio to the
+    LSTM of the same run."""
+    runs, n_params = {}, {}
+    for label, model in models:
+        runs[label], n_params[label] = trainer(model, data, device)
+    rates, relative = interleaved_rates(runs, args.batch, args.steps, args.warmup,
+                                        args.rounds)
+    for label, rate in rates.items():
+        print(f"  {label:<32} {n_params[label]:>9,} params  {rate:>10,.0f} samples/s")
+    lstm = rates.pop("LSTM reference")
+    for label, x in rates.items():
+        print(f"  ratio {label} / LSTM: {x / lstm:.2f} (xLSTM is {lstm / x:.1f}x slower; "
+              f"median of the {args.rounds} interleaved rounds {relative[label]:.2f})")
+
 
 if __name__ == "__main__":
     main()

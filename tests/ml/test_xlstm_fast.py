@@ -27,20 +27,32 @@ from perptrader.ml.nn.networks import (
 
 N_INPUTS, SEQ, D_MODEL = 7, 12, 16
 LAYOUTS = [(1,), (), (0, 1)]  # mLSTM + sLSTM, mLSTM only, sLSTM only
+#: leaner block layouts (ExpertConfig's mlstm_proj_factor, slstm_ffn_factor, mlstm_heads)
+#: at d_model 64, where the package's rounding of widths to multiples of 64 leaves the
+#: mLSTM inner width at factor x d_model (at 16 every factor <= 4 rounds up to 64)
+LEAN_D_MODEL = 64
+LEAN_LAYOUTS = [
+    {"mlstm_proj_factor": 1.0, "slstm_ffn_factor": 0.0, "mlstm_heads": 1},
+    {"mlstm_proj_factor": 1.0, "slstm_ffn_factor": 0.0, "mlstm_heads": 4},
+    {"mlstm_proj_factor": 2.0, "slstm_ffn_factor": 0.0, "mlstm_heads": 2},
+    {"mlstm_proj_factor": 1.0, "slstm_ffn_factor": 1.3, "mlstm_heads": 1},
+]
 
 
 def net(kernel: str, slstm_at: tuple[int, ...], dropout: float = 0.0,
-        d_model: int = D_MODEL) -> XLSTMNet:
+        d_model: int = D_MODEL, **layout: float) -> XLSTMNet:
     torch.manual_seed(5)
     return XLSTMNet(N_INPUTS, seq_len=SEQ, d_model=d_model, n_blocks=2, slstm_at=slstm_at,
-                    embedding_dim=8, dropout=dropout, slstm_backend="vanilla", kernel=kernel)
+                    embedding_dim=8, dropout=dropout, slstm_backend="vanilla", kernel=kernel,
+                    **layout)
 
 
-def pair(slstm_at: tuple[int, ...], d_model: int = D_MODEL) -> tuple[XLSTMNet, XLSTMNet]:
+def pair(slstm_at: tuple[int, ...], d_model: int = D_MODEL, **layout: float
+         ) -> tuple[XLSTMNet, XLSTMNet]:
     """The package's and the fast forward over the same weights; the recurrent kernels and
     the forget-gate weights are randomised (both start at zero), so every path counts."""
-    package, fast = net("package", slstm_at, d_model=d_model), \
-        net("fast", slstm_at, d_model=d_model)
+    package, fast = net("package", slstm_at, d_model=d_model, **layout), \
+        net("fast", slstm_at, d_model=d_model, **layout)
     with torch.no_grad():
         for name, p in package.named_parameters():
             if "recurrent_kernel" in name or name.endswith("fgate.weight"):
@@ -52,7 +64,28 @@ def pair(slstm_at: tuple[int, ...], d_model: int = D_MODEL) -> tuple[XLSTMNet, X
 @pytest.mark.parametrize("slstm_at", LAYOUTS)
 @pytest.mark.parametrize("d_model", [D_MODEL, 20])  # 20: q/k/v blocks of 4 straddle heads
 def test_fast_forward_and_gradients_equal_the_package(slstm_at, d_model):
-    package, fast = pair(slstm_at, d_model)
+    _assert_fast_equals_package(*pair(slstm_at, d_model))
+
+
+@pytest.mark.parametrize("slstm_at", LAYOUTS)
+@pytest.mark.parametrize("layout", LEAN_LAYOUTS)
+def test_lean_layouts_fast_forward_and_gradients_equal_the_package(slstm_at, layout):
+    """The fast forward computes the package's function in the leaner layouts too
+    (narrower mLSTM, fewer or wider mLSTM heads, sLSTM block without feed-forward)."""
+    package, fast = pair(slstm_at, LEAN_D_MODEL, **layout)
+    for block, i in zip(fast.core.blocks, range(2), strict=True):
+        if i in slstm_at:
+            assert (block.ffn is None) == (layout["slstm_ffn_factor"] == 0)
+        else:
+            mlstm = block.xlstm
+            assert mlstm.config._inner_embedding_dim == \
+                layout["mlstm_proj_factor"] * LEAN_D_MODEL
+            assert mlstm.mlstm_cell.config.num_heads == layout["mlstm_heads"]
+    _assert_fast_equals_package(package, fast)
+
+
+def _assert_fast_equals_package(package: XLSTMNet, fast: XLSTMNet) -> None:
+    """Same logits, embeddings and parameter gradients (to float rounding)."""
     x = torch.randn(5, SEQ, N_INPUTS, generator=torch.Generator().manual_seed(1)) * 2.0
     (lp, ep), (lf, ef) = package(x), fast(x)
     torch.testing.assert_close(lf, lp, rtol=1e-4, atol=1e-5)
@@ -76,9 +109,10 @@ def test_output_shapes(kernel):
 
 
 @pytest.mark.parametrize("slstm_at", LAYOUTS)
-def test_fast_form_is_causal(slstm_at):
+@pytest.mark.parametrize("layout", [{}, LEAN_LAYOUTS[0]])
+def test_fast_form_is_causal(slstm_at, layout):
     """The state at step t is unchanged when only the inputs after t change."""
-    _, model = pair(slstm_at)
+    _, model = pair(slstm_at, LEAN_D_MODEL if layout else D_MODEL, **layout)
     model.eval()
     x = torch.randn(2, SEQ, N_INPUTS)
     t = 6
@@ -210,10 +244,13 @@ def test_fast_equals_package_on_real_windows(real_btc_1h_ml):
 
 
 @pytest.mark.parametrize("slstm_at", LAYOUTS)
-def test_training_mode_draws_the_same_dropout_masks(slstm_at):
+@pytest.mark.parametrize("layout", [{}, LEAN_LAYOUTS[0]])
+def test_training_mode_draws_the_same_dropout_masks(slstm_at, layout):
     """Same seed, same dropout masks as the package's forward: a fit with the fast kernel
     follows the package's to float rounding instead of being another random draw."""
-    package, fast = net("package", slstm_at, dropout=0.3), net("fast", slstm_at, dropout=0.3)
+    d_model = LEAN_D_MODEL if layout else D_MODEL
+    package, fast = (net(kernel, slstm_at, dropout=0.3, d_model=d_model, **layout)
+                     for kernel in ("package", "fast"))
     fast.load_state_dict(package.state_dict())
     x = torch.randn(4, SEQ, N_INPUTS)
     outputs = []

@@ -141,13 +141,18 @@ def test_collapse_rules() -> None:
     assert collapse(distribution(reduce=0.91, close=0.09), 4) == "'reduce' on 91% of the steps"
     assert collapse(distribution(hold=COLLAPSE_SHARE, close=0.1), 4) is None
     assert collapse(distribution(hold=0.5, close=0.25, long_2x=0.25), 10) is None
-    # with positions: one position nearly always held is a constant policy ...
+    # with the targets: one target kept on nearly every step is a constant policy ...
     hold = distribution(hold=0.96, long_1x=0.02, close=0.02)
-    assert collapse(hold, 3, {"long": 0.02, "short": 0.0, "flat": 0.98}) == \
-        "flat on 98% of the steps ('hold' action on 96%)"
-    # ... while repeating 'hold' to keep varied positions is not
-    assert collapse(hold, 12, {"long": 0.45, "short": 0.25, "flat": 0.30}) is None
-    assert collapse(hold, 0, {"long": 0.45, "short": 0.25, "flat": 0.30}) == "no trades"
+    flat_mostly = np.r_[np.zeros(98), np.ones(2)]
+    assert collapse(hold, 3, flat_mostly) == \
+        "target +0.00 on 98% of the steps ('hold' action on 96%)"
+    # ... while repeating 'hold' to keep varied positions is not, nor is an always-long
+    # agent that sizes its position up and down
+    varied = np.r_[np.ones(45), -np.ones(25), np.zeros(30)]
+    assert collapse(hold, 12, varied) is None
+    sized = np.r_[np.full(40, 1.0), np.full(30, 0.5), np.full(27, 2.0), np.zeros(3)]
+    assert collapse(distribution(hold=0.35, increase=0.3, reduce=0.35), 40, sized) is None
+    assert collapse(hold, 0, varied) == "no trades"
 
 
 def swing(step: int, mask: np.ndarray, rng: np.random.Generator) -> int:
@@ -158,7 +163,7 @@ def swing(step: int, mask: np.ndarray, rng: np.random.Generator) -> int:
 
 @pytest.mark.parametrize(("script", "trades", "reason"), [
     (always_hold, 0, "no trades"),
-    (one_trade, 1, "flat on "),
+    (one_trade, 1, "target +0.00 on "),
     (random_valid, None, None),
     (swing, None, None),
 ])
@@ -167,7 +172,7 @@ def test_collapse_of_rollouts(market: EnvMarket, script: Script, trades: int | N
     out = run_agent(market, {"ppo": ScriptedPolicy(script, seed=2)}, {})
     if trades is not None:
         assert out.info["trades"] == trades
-    found = collapse(out.action_distribution(), out.info["trades"], out.position_shares())
+    found = collapse(out.action_distribution(), out.info["trades"], out.decisions.to_numpy())
     if script is swing:  # a position keeper: the action rule alone would call it dead
         assert collapse(out.action_distribution(), out.info["trades"]) is not None
     if reason is None:

@@ -129,7 +129,7 @@ def test_a_collapsed_seed_fails_the_verdict_and_the_mean_keeps_every_seed() -> N
         rows.append(seed_row(seed, res, out))
         assert rows[-1]["collapse_reason"] == collapse(out.action_distribution(),
                                                        int(res.metrics["trades"]),
-                                                       out.position_shares())
+                                                       out.decisions.to_numpy())
     assert [r["collapsed"] for r in rows] == [False, True, False]
     assert rows[1]["collapse_reason"] == "no trades" and rows[1]["total_return"] == 0.0
     assert rows[1]["position_share"]["flat"] == 1.0

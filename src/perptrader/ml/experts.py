@@ -211,7 +211,9 @@ class XLSTMExpert(_SequenceExpert):
         net = XLSTMNet(n_inputs, seq_len=cfg.seq_len, d_model=cfg.d_model,
                        n_blocks=cfg.n_blocks, slstm_at=cfg.slstm_at,
                        embedding_dim=cfg.embedding_dim, dropout=cfg.dropout,
-                       slstm_backend=backend, kernel=cfg.xlstm_kernel)
+                       slstm_backend=backend, kernel=cfg.xlstm_kernel,
+                       mlstm_proj_factor=cfg.mlstm_proj_factor,
+                       slstm_ffn_factor=cfg.slstm_ffn_factor, mlstm_heads=cfg.mlstm_heads)
         return net.to(device)
 
     @classmethod

@@ -167,7 +167,8 @@ def verdict(champion: dict[str, Any], dsr: list[dict[str, Any]],
         reasons.append(f"median PBO {med:.2f} (>= 0.5: the in-sample best is usually not "
                        f"the out-of-sample best)")
     if collapsed_agents:
-        reasons.append(f"{collapsed_agents} RL agent trial(s) collapsed onto one action")
+        reasons.append(f"{collapsed_agents} RL agent trial(s) collapsed (one target kept, or "
+                       "no trades)")
     edge = not reasons
     line = ("EDGE: the best recipe survives costs, the trial count and the PBO check"
             if edge else "NO EDGE after costs: " + "; ".join(reasons))

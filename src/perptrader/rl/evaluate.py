@@ -6,8 +6,8 @@ The agent decides bar by bar (``rollout.run_agent``); its decisions are backtest
 the agent's account (isolated, margin leverage 2x, same costs and funding):
 buy-and-hold, the model-threshold strategy (long/short when the GBDT's P(BUY)/P(SELL)
 >= 0.45, the ML issue's rule), always-flat and seeded random entries. A policy is
-reported as collapsed when it never trades or one position (long, short or flat) takes
-more than 90% of the steps (``rollout.collapse``).
+reported as collapsed when it never trades or one target exposure (flat, or one size of
+long or short) is kept on more than 90% of the steps (``rollout.collapse``).
 """
 
 from __future__ import annotations
@@ -187,10 +187,11 @@ def evaluate_agent(store: MarketStore, name: str, start: Any = None, end: Any = 
 def seed_row(seed: int, res: BacktestResult, rollout: Rollout) -> dict[str, Any]:
     """One seed's line of the evaluation: its figures, action and position shares, and
     collapse (``rollout.collapse`` on its actions and backtest trades)."""
-    dist, positions = rollout.action_distribution(), rollout.position_shares()
-    reason = collapse(dist, int(res.metrics.get("trades") or 0), positions)
+    dist = rollout.action_distribution()
+    reason = collapse(dist, int(res.metrics.get("trades") or 0),
+                      rollout.decisions.to_numpy())
     return {"seed": int(seed), **{k: res.metrics.get(k) for k in SEED_FIGURES},
-            "action_share": dist, "position_share": positions,
+            "action_share": dist, "position_share": rollout.position_shares(),
             "collapsed": reason is not None, "collapse_reason": reason}
 
 

@@ -51,24 +51,30 @@ class Rollout:
 
 
 def collapse(distribution: dict[str, float], trades: int,
-             positions: dict[str, float] | None = None) -> str | None:
+             decisions: np.ndarray | None = None) -> str | None:
     """Why a policy counts as collapsed (None when it does not): no trades, or one
-    behaviour on more than ``COLLAPSE_SHARE`` of the steps. With ``positions`` (shares
-    of long / short / flat steps, ``Rollout.position_shares``) the behaviour is the
-    POSITION: under incremental actions an agent that keeps a position repeats 'hold'
-    while it does, so one dominant action alone is not a constant policy, whereas one
-    position held on nearly every step is (always flat, or buy-and-hold by another
-    name). Without ``positions`` the dominant action decides."""
+    behaviour on more than ``COLLAPSE_SHARE`` of the steps. With ``decisions`` (the
+    target exposure of every step, ``Rollout.decisions``) the behaviour is the TARGET:
+    under incremental actions an agent repeats 'hold' while it keeps a position, and
+    an always-long agent may still size its position up and down, so neither one
+    dominant action nor one position side makes a constant policy; one target kept on
+    nearly every step does (always flat, or buy-and-hold by another name). Without
+    ``decisions`` the dominant action decides."""
     if trades == 0:
         return "no trades"
     top = max(distribution, key=distribution.get)
-    if positions is None:
+    if decisions is None:
         if distribution[top] > COLLAPSE_SHARE:
             return f"'{top}' on {distribution[top]:.0%} of the steps"
         return None
-    held = max(positions, key=positions.get)
-    if positions[held] > COLLAPSE_SHARE:
-        return (f"{held} on {positions[held]:.0%} of the steps ('{top}' action on "
+    d = np.round(np.asarray(decisions, dtype=np.float64), 9)
+    if len(d) == 0:
+        return "no decisions"
+    values, counts = np.unique(d, return_counts=True)
+    i = int(np.argmax(counts))
+    share = counts[i] / len(d)
+    if share > COLLAPSE_SHARE:
+        return (f"target {values[i]:+.2f} on {share:.0%} of the steps ('{top}' action on "
                 f"{distribution[top]:.0%})")
     return None
 

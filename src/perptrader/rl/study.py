@@ -195,7 +195,7 @@ def _one_seed(spans: _Spans, cfg: TrialSettings, reward: RewardConfig, seed: int
     res, _ = backtest_rollout(spans.test, rollout, label=f"rl-trial-s{seed}", baselines={})
     dist, positions = rollout.action_distribution(), rollout.position_shares()
     trades = int(res.metrics.get("trades") or 0)
-    reason = collapse(dist, trades, positions)
+    reason = collapse(dist, trades, rollout.decisions.to_numpy())
     row = {"seed": int(seed), "net_return": res.metrics.get("total_return"),
            "sharpe": res.metrics.get("sharpe"), "trades": trades,
            "turnover": res.metrics.get("turnover"),

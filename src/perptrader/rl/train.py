@@ -117,7 +117,7 @@ def validation_check(market: Any, root: Path, labels: list[str], spec: Any, seed
     trades = int(out.info["trades"]) + int(len(out.decisions) > 0
                                            and out.decisions.iloc[-1] != 0.0)
     dist, positions = out.action_distribution(), out.position_shares()
-    reason = collapse(dist, trades, positions)
+    reason = collapse(dist, trades, out.decisions.to_numpy())
     init = market.config.initial_cash
     final = float(out.equity.iloc[-1]) if len(out.equity) else init
     return {"seed": int(seed), "net_return": final / init - 1.0, "trades": trades,

@@ -31,7 +31,8 @@ It draws the same dropout masks for the same seed, so a fit follows the package'
 float rounding. ``kernel="package"`` runs the package's own forward (on CUDA always: its
 sLSTM kernel is fused there); the two agree to float rounding (tests/ml/test_xlstm_fast).
 Measured (bench/bench_xlstm.py, docs/ml.md): about 2x the package's training speed on
-CPU, still ~3x slower than the fused nn.LSTM of the same width and depth.
+CPU; in the original layout still ~3x slower than the fused nn.LSTM of the same width and
+depth, in the lean layout new models get (``ExpertConfig`` defaults) ~1.5-2x slower.
 """
 
 from __future__ import annotations
@@ -44,10 +45,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from perptrader.ml.base import N_CLASSES
-from perptrader.ml.nn.config import XLSTM_KERNELS
+from perptrader.ml.nn.config import LEGACY_XLSTM_LAYOUT, XLSTM_KERNELS
 
-#: heads of the mLSTM/sLSTM layers; d_model must be a multiple (sLSTM splits the hidden
-#: size into heads, mLSTM's q/k/v projections use blocks of 4 of its 2*d_model width)
+#: heads of the sLSTM layers (and the mLSTM's in the legacy layout); d_model must be a
+#: multiple (sLSTM splits the hidden size into heads, mLSTM's q/k/v projections use
+#: blocks of 4 of its inner width)
 XLSTM_HEADS = 4
 
 
@@ -85,11 +87,21 @@ class SequenceNet(nn.Module):
 
 
 class XLSTMNet(SequenceNet):
-    """xLSTM block stack (mLSTM blocks, sLSTM blocks at ``slstm_at``)."""
+    """xLSTM block stack (mLSTM blocks, sLSTM blocks at ``slstm_at``).
+
+    ``mlstm_proj_factor`` is the mLSTM layer's up-projection, ``slstm_ffn_factor`` the
+    gated feed-forward's after each sLSTM block (0 = none) and ``mlstm_heads`` the
+    mLSTM's heads; their defaults are the original layout
+    (``ml.nn.config.LEGACY_XLSTM_LAYOUT``). At small widths the projections and the
+    mLSTM's (B, heads, L, L) parallel form are most of what an xLSTM step costs beyond
+    an LSTM's, hence knobs (``ExpertConfig``); the fast forward serves every layout."""
 
     def __init__(self, n_inputs: int, *, seq_len: int, d_model: int, n_blocks: int,
                  slstm_at: tuple[int, ...], embedding_dim: int, dropout: float,
-                 slstm_backend: str, kernel: str = "fast") -> None:
+                 slstm_backend: str, kernel: str = "fast",
+                 mlstm_proj_factor: float = LEGACY_XLSTM_LAYOUT["mlstm_proj_factor"],
+                 slstm_ffn_factor: float = LEGACY_XLSTM_LAYOUT["slstm_ffn_factor"],
+                 mlstm_heads: int = int(LEGACY_XLSTM_LAYOUT["mlstm_heads"])) -> None:
         from xlstm import (
             FeedForwardConfig,
             mLSTMBlockConfig,
@@ -114,19 +126,25 @@ class XLSTMNet(SequenceNet):
         mlstm = None
         if len(set(slstm_at)) < n_blocks:  # at least one mLSTM block
             mlstm = mLSTMBlockConfig(mlstm=mLSTMLayerConfig(
-                conv1d_kernel_size=4, qkv_proj_blocksize=4, num_heads=XLSTM_HEADS))
+                conv1d_kernel_size=4, qkv_proj_blocksize=4, num_heads=mlstm_heads,
+                proj_factor=mlstm_proj_factor))
         slstm = None
         if slstm_at:
+            feedforward = FeedForwardConfig(proj_factor=slstm_ffn_factor, act_fn="gelu") \
+                if slstm_ffn_factor > 0 else None
             slstm = sLSTMBlockConfig(
                 slstm=sLSTMLayerConfig(backend=slstm_backend, num_heads=XLSTM_HEADS,
                                        conv1d_kernel_size=4,
                                        bias_init="powerlaw_blockdependent"),
-                feedforward=FeedForwardConfig(proj_factor=1.3, act_fn="gelu"))
+                feedforward=feedforward)
         cfg = xLSTMBlockStackConfig(
             mlstm_block=mlstm, slstm_block=slstm, context_length=seq_len,
             num_blocks=n_blocks, embedding_dim=d_model, dropout=dropout,
             slstm_at=sorted(set(slstm_at)) if mlstm is not None else "all")
         self.core = xLSTMBlockStack(cfg)
+        if mlstm is not None and mlstm.mlstm._inner_embedding_dim % mlstm_heads:
+            raise ValueError(f"mlstm_heads {mlstm_heads} does not divide the mLSTM's inner "
+                             f"width {mlstm.mlstm._inner_embedding_dim}")
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         if self.kernel == "package":
