@@ -221,7 +221,7 @@ def mlstm_layer_forward(layer: Any, x: torch.Tensor) -> torch.Tensor:
     B, S, _ = x.shape
     inner, nh = cfg._inner_embedding_dim, cell.config.num_heads
     x_mlstm, z = layer.proj_up(x).split(inner, dim=-1)
-    x_conv = F.silu(layer.conv1d(x_mlstm))
+    x_conv = F.silu(causal_conv(layer.conv1d, x_mlstm))
     w_q, w_k, w_v = (headwise_weight(p) for p in (layer.q_proj, layer.k_proj, layer.v_proj))
     b_q, b_k, b_v = (p.bias for p in (layer.q_proj, layer.k_proj, layer.v_proj))
     # gates = [i; f] weights x cat(q, k, v) + b, with q = W_q x_conv + b_q etc.
@@ -375,6 +375,28 @@ def _slstm_backward_steps(grad_y: torch.Tensor, recurrent: torch.Tensor, raw: to
             dc_c, dn_c = fg[t] * dc, fg[t] * dn
 
 
+def causal_conv(module: Any, x: torch.Tensor) -> torch.Tensor:
+    """``xlstm``'s CausalConv1d (depthwise, zero history) on x (B, S, C) as K shifted
+    multiply-adds: y_t = b + sum_k w_k x_{t-K+1+k}. The same function as the package's
+    padded nn.Conv1d; on CPU its backward costs a few pointwise ops instead of a
+    depthwise convolution's backward (about a tenth of a lean xLSTM step). A channel-
+    mixing convolution goes to the module itself."""
+    conv = module.conv
+    if conv is None:
+        return x
+    if conv.groups != x.shape[-1]:
+        return module(x)
+    w = conv.weight[:, 0, :]  # (C, K)
+    k = w.shape[1]
+    s = x.shape[1]
+    out = x * w[:, k - 1]
+    for j in range(k - 1):
+        shift = k - 1 - j
+        if shift < s:
+            out[:, shift:] += x[:, : s - shift] * w[:, j]
+    return out + conv.bias if conv.bias is not None else out
+
+
 def slstm_layer_forward(layer: Any, x: torch.Tensor) -> torch.Tensor:
     """``xlstm`` sLSTMLayer.forward (vanilla cell) over the layer's own parameters, fast
     form. As in the package, the input and forget gates see the convolved input and
@@ -383,7 +405,7 @@ def slstm_layer_forward(layer: Any, x: torch.Tensor) -> torch.Tensor:
     B, S, D = x.shape
     nh = cfg.num_heads
     dh = D // nh
-    x_conv = F.silu(layer.conv1d(x)) if cfg.conv1d_kernel_size > 0 else x
+    x_conv = F.silu(causal_conv(layer.conv1d, x)) if cfg.conv1d_kernel_size > 0 else x
     # per head, [x_conv, x] (2 DH) @ [[W_i, W_f, 0, 0], [0, 0, W_z, W_o]] + b: the gate
     # pre-activations (NH, S B, 4 DH), one transposed copy from the recurrence's layout
     inputs = torch.stack([x_conv, x], dim=2).view(B, S, 2, nh, dh).permute(3, 1, 0, 2, 4)
