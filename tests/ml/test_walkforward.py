@@ -34,8 +34,9 @@ class SpyClassifier:
     kind = "spy"
     calls: ClassVar[list[dict[str, np.ndarray]]] = []
 
-    def __init__(self, constant: int | None = None) -> None:
+    def __init__(self, constant: int | None = None, flat: bool = False) -> None:
         self.constant = constant
+        self.flat = flat  # predict the prior everywhere (a model that learned nothing)
         self.prior = np.full(3, 1 / 3)
 
     def fit(self, data, train_rows, valid_rows, progress=None) -> dict[str, Any]:
@@ -52,7 +53,7 @@ class SpyClassifier:
             p[:, self.constant] = 0.8
             return p
         x = np.nan_to_num(data.x(rows)[:, 0])
-        tilt = np.stack([-x, np.zeros_like(x), x], axis=1) * 0.1
+        tilt = np.stack([-x, np.zeros_like(x), x], axis=1) * (0.0 if self.flat else 0.1)
         p = np.clip(self.prior + tilt, 0.01, None)
         return p / p.sum(axis=1, keepdims=True)
 
@@ -116,6 +117,7 @@ def test_fold_layout_oos_union_and_no_test_rows_in_fit(data: MLFrame, spy) -> No
     assert set(res.histories) == {f"spy fold {f.index}" for f in folds} | {"spy final"}
     stages = [e[0] for e in events]
     assert stages.count("fold") == 2 and stages.count("fold_done") == 2 and "final" in stages
+    assert not any("barely move" in w for w in s["warnings"])
     assert any(e[0] == "epoch" and e[3]["fold"] == 1 for e in events)
 
 
@@ -184,3 +186,20 @@ def test_real_btc_1h_lightgbm_quick(real_btc_1h_ml: MLFrame, real_btc_1h) -> Non
     trading = oos_backtest(real_btc_1h_ml, real_btc_1h, res.oos_proba)
     assert trading["bars"] >= s["oos"]["n"]
     assert trading["model"]["fees_paid"] >= 0 and "sharpe" in trading["buy_and_hold"]
+
+
+def test_a_final_refit_near_the_prior_is_warned_about(data: MLFrame, monkeypatch) -> None:
+    """Fold models that lean, a final refit that predicts its prior everywhere (gradient
+    boosting stopped after one round looks like this): the walk-forward's trading figures
+    do not describe the registered model, and the summary says so."""
+    made: list[SpyClassifier] = []
+
+    def fake_make_model(kind: str, **kwargs: Any) -> SpyClassifier:
+        made.append(SpyClassifier(flat=len(made) == 2))  # folds 0, 1 lean; the final not
+        return made[-1]
+
+    monkeypatch.setattr(ml_models, "make_model", fake_make_model)
+    res = run_walk_forward(data, "spy", SPEC)
+    assert len(made) == 3 and made[-1].flat
+    [note] = [w for w in res.summary["warnings"] if "barely move" in w]
+    assert "spread of P(BUY) - P(SELL) 0.000 on its validation slice" in note

@@ -234,6 +234,9 @@ def run_walk_forward(data: MLFrame, kind: str, spec: WalkForwardSpec, *,
             if len(lab) == 0:
                 raise ValueError("final model: calibrate=True needs labelled validation rows")
             final_temperature = float(fit_temperature(final.predict_proba(data, lab), y[lab]))
+        note = _prior_like_warning(final, data, valid, proba, final_temperature)
+        if note:
+            warnings.append(note)
     meta = data.meta
     summary = {
         "model": kind,
@@ -258,6 +261,40 @@ def run_walk_forward(data: MLFrame, kind: str, spec: WalkForwardSpec, *,
     valid_proba = pd.concat(valid_parts) if valid_parts else pd.DataFrame()
     return WalkForwardResult(summary=summary, oos_proba=oos_proba, histories=histories,
                              final_model=final, folds=folds, valid_proba=valid_proba)
+
+
+#: the final model's lean spread below this share of the walk-forward's: "near the prior"
+PRIOR_LIKE_SHARE = 0.25
+
+
+def lean_spread(proba: np.ndarray) -> float:
+    """Standard deviation of P(BUY) − P(SELL): how far a model's probabilities move
+    from row to row (0 for a model that predicts its class prior everywhere)."""
+    p = np.asarray(proba, dtype=np.float64)
+    return float(np.std(p[:, 2] - p[:, 0])) if len(p) > 1 else float("nan")
+
+
+def _prior_like_warning(final: Classifier, data: MLFrame, valid: np.ndarray,
+                        oos_proba: np.ndarray, temperature: float | None) -> str | None:
+    """A warning when the final refit barely moves from the class prior while the fold
+    models did not (e.g. gradient boosting that early-stopped after one round on the
+    final validation slice): the registered model then trades far less than the
+    walk-forward's figures, which come from the fold models, suggest."""
+    lab = data.labelled(valid)
+    if len(lab) < 10:
+        return None
+    from perptrader.ml.evaluate import apply_temperature
+
+    p = np.asarray(final.predict_proba(data, lab), dtype=np.float64)
+    final_spread = lean_spread(p if temperature is None else apply_temperature(p, temperature))
+    oos_spread = lean_spread(oos_proba)
+    if not final_spread < PRIOR_LIKE_SHARE * oos_spread:
+        return None
+    return (f"final model: its probabilities barely move from the class prior (spread of "
+            f"P(BUY) - P(SELL) {final_spread:.3f} on its validation slice vs "
+            f"{oos_spread:.3f} out of sample in the walk-forward): the registered model "
+            f"will trade far less than the walk-forward's trading figures, which come "
+            f"from the fold models")
 
 
 def _valid_frame(data: MLFrame, model: Classifier, fold: Fold,
