@@ -135,12 +135,15 @@ def distribution(**shares: float) -> dict[str, float]:
 
 
 def test_collapse_rules() -> None:
-    assert collapse(distribution(hold=1.0), 0) == "no trades"
-    assert collapse(distribution(hold=0.4, long_1x=0.3, close=0.3), 0) == "no trades"
-    assert collapse(distribution(hold=0.95, close=0.05), 4) == "'hold' on 95% of the steps"
-    assert collapse(distribution(reduce=0.91, close=0.09), 4) == "'reduce' on 91% of the steps"
-    assert collapse(distribution(hold=COLLAPSE_SHARE, close=0.1), 4) is None
-    assert collapse(distribution(hold=0.5, close=0.25, long_2x=0.25), 10) is None
+    mixed = np.r_[np.ones(50), np.zeros(50)]
+    assert collapse(distribution(hold=1.0), 0, mixed) == "no trades"
+    assert collapse(distribution(hold=0.4, long_1x=0.3, close=0.3), 0, mixed) == "no trades"
+    assert collapse(distribution(hold=0.5, close=0.5), 4, np.zeros(0)) == "no decisions"
+    # exactly COLLAPSE_SHARE of one target is still a policy; above it is not
+    at_limit = np.r_[np.zeros(90), np.ones(10)]
+    assert collapse(distribution(hold=0.9, close=0.1), 4, at_limit) is None
+    assert collapse(distribution(hold=0.9, close=0.1), 4, np.r_[np.zeros(91), np.ones(9)]) \
+        == "target +0.00 on 91% of the steps ('hold' action on 90%)"
     # with the targets: one target kept on nearly every step is a constant policy ...
     hold = distribution(hold=0.96, long_1x=0.02, close=0.02)
     flat_mostly = np.r_[np.zeros(98), np.ones(2)]
@@ -173,8 +176,8 @@ def test_collapse_of_rollouts(market: EnvMarket, script: Script, trades: int | N
     if trades is not None:
         assert out.info["trades"] == trades
     found = collapse(out.action_distribution(), out.info["trades"], out.decisions.to_numpy())
-    if script is swing:  # a position keeper: the action rule alone would call it dead
-        assert collapse(out.action_distribution(), out.info["trades"]) is not None
+    if script is swing:  # a position keeper: 'hold' on > 90% of the steps, not dead
+        assert max(out.action_distribution().values()) > COLLAPSE_SHARE
     if reason is None:
         assert found is None
     else:
@@ -200,7 +203,7 @@ def test_an_empty_rollout_summarises_without_error() -> None:
     empty = Rollout(decisions=pd.Series([], dtype=float), actions=np.zeros(0, np.int64),
                     equity=pd.Series([], dtype=float))
     assert sum(empty.action_distribution().values()) == 0.0
-    assert collapse(empty.action_distribution(), 0) == "no trades"
+    assert collapse(empty.action_distribution(), 0, empty.decisions.to_numpy()) == "no trades"
 
 
 # ---- dual agents and the committee -------------------------------------------------------

@@ -211,16 +211,19 @@ def decision_sigma(close: np.ndarray, window: int) -> np.ndarray:
     to the float, which a running sum carried from the series' start would not give."""
     n = len(close)
     out = np.full(n, np.nan)
-    if window < 2:
+    if window < 2 or n <= window:
         return out
+    r = np.empty(n)
+    for i in range(1, n):
+        r[i] = math.log(close[i] / close[i - 1])
     for t in range(window, n):
         mean = 0.0
         for i in range(t - window + 1, t + 1):
-            mean += math.log(close[i] / close[i - 1])
+            mean += r[i]
         mean /= window
         ss = 0.0
         for i in range(t - window + 1, t + 1):
-            d = math.log(close[i] / close[i - 1]) - mean
+            d = r[i] - mean
             ss += d * d
         out[t] = math.sqrt(ss / (window - 1))
     return out

@@ -110,7 +110,7 @@ def train_and_register(store: MarketStore, *, symbol: str, timeframe: str, kind:
     from perptrader.ml.registry import register
     from perptrader.ml.report import write_ml_report
     from perptrader.ml.splits import WalkForwardSpec
-    from perptrader.ml.trading import oos_backtest
+    from perptrader.ml.trading import oos_backtest_result, oos_trading
     from perptrader.ml.walkforward import run_walk_forward
 
     if decision not in DECISION_USES:
@@ -132,8 +132,9 @@ def train_and_register(store: MarketStore, *, symbol: str, timeframe: str, kind:
             raise PerptraderError(f"{name}: {exc}") from None
     seconds = time.perf_counter() - t0
     summary = wf.summary
-    summary["trading"] = oos_backtest(data, bars, wf.oos_proba, funding=events)
-    summary["decision"] = decide_layers(data, bars, wf, events, use=decision)
+    threshold = oos_backtest_result(data, bars, wf.oos_proba, funding=events)
+    summary["trading"] = oos_trading(threshold)
+    summary["decision"] = decide_layers(data, bars, wf, events, threshold, use=decision)
     summary["seconds"] = round(seconds, 1)
     with tempfile.TemporaryDirectory() as tmp:
         report = write_ml_report(Path(tmp) / "report.html", summary, wf.histories)
@@ -142,13 +143,14 @@ def train_and_register(store: MarketStore, *, symbol: str, timeframe: str, kind:
     return train_payload(summary, name=name, folder=folder)
 
 
-def decide_layers(data: MLFrame, bars: pd.DataFrame, wf: Any, events: pd.DataFrame, *,
-                  use: str = "cost_aware") -> dict[str, Any]:
+def decide_layers(data: MLFrame, bars: pd.DataFrame, wf: Any, events: pd.DataFrame,
+                  threshold: Any, *, use: str = "cost_aware") -> dict[str, Any]:
     """The cost-aware decision layer of a walk-forward (``ml.decision_oos``): chosen fold
     by fold on each fold's tuning rows and traded out of sample beside the plain 0.45
     rule on the same probabilities (``comparison``), and the layer stored with the model
     (chosen on every out-of-sample row: ``cost_aware`` and ``chosen_on``). ``use``: what
-    the registered model trades with by default."""
+    the registered model trades with by default; ``threshold``: the backtest of the 0.45
+    rule on the same rows (``ml.trading.oos_backtest_result``)."""
     from perptrader.ml.decision import round_trip_cost
     from perptrader.ml.decision_oos import (
         DecisionContext,
@@ -166,8 +168,7 @@ def decide_layers(data: MLFrame, bars: pd.DataFrame, wf: Any, events: pd.DataFra
     rule, chosen = fit_stored_rule(ctx)
     return json_safe({
         "use": use, "cost_aware": rule.as_dict(), "chosen_on": chosen, "folds": folds,
-        "comparison": decision_comparison(data, bars, wf.oos_proba, targets,
-                                          funding=events)})
+        "comparison": decision_comparison(data, bars, threshold, targets, funding=events)})
 
 
 def _brief(metrics: dict[str, Any]) -> dict[str, Any]:

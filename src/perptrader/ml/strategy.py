@@ -102,8 +102,7 @@ class ModelStrategy(PolicyBase):
     #: ``warmup_bars`` of the loaded model (decide reads it every bar)
     _warmup: int | None = field(default=None, init=False, repr=False, compare=False)
     #: the parsed stored layer (``rule``), read once
-    _live_rule: dict[str, Any] = field(default_factory=dict, init=False, repr=False,
-                                       compare=False)
+    _rule: CostAwareRule | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("buy_threshold", "sell_threshold"):
@@ -141,9 +140,9 @@ class ModelStrategy(PolicyBase):
                                   "no stored cost-aware decision layer (registered before "
                                   "`perptrader train` stored one): retrain it, or use "
                                   "decision=threshold")
-        if "rule" not in self._live_rule:
-            self._live_rule["rule"] = CostAwareRule.from_dict(stored["cost_aware"])
-        return self._live_rule["rule"]
+        if self._rule is None:
+            self._rule = CostAwareRule.from_dict(stored["cost_aware"])
+        return self._rule
 
     @property
     def warmup_bars(self) -> int:

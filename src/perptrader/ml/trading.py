@@ -102,14 +102,22 @@ def oos_backtest(data: MLFrame, bars: pd.DataFrame, oos_proba: pd.DataFrame, *,
                  buy_threshold: float = 0.45, sell_threshold: float = 0.45,
                  costs: Any | None = None, leverage: float = 1.0,
                  funding: pd.DataFrame | None = None) -> dict[str, Any]:
-    """The model's OOS trading figures beside buy-and-hold on the same bars and costs:
-    {"model": {...}, "buy_and_hold": {...}, "first_bar", "last_bar", "bars",
-    "buy_threshold", "sell_threshold", "leverage", "funding", "warnings"}."""
-    from perptrader.core.jsonsafe import json_safe
-
+    """The model's OOS trading figures beside buy-and-hold on the same bars and costs
+    (``oos_trading`` of ``oos_backtest_result``)."""
     res = oos_backtest_result(data, bars, oos_proba, buy_threshold=buy_threshold,
                               sell_threshold=sell_threshold, costs=costs, leverage=leverage,
                               funding=funding)
+    return oos_trading(res, buy_threshold=buy_threshold, sell_threshold=sell_threshold,
+                       leverage=leverage)
+
+
+def oos_trading(res: Any, *, buy_threshold: float = 0.45, sell_threshold: float = 0.45,
+                leverage: float = 1.0) -> dict[str, Any]:
+    """{"model": {...}, "buy_and_hold": {...}, "first_bar", "last_bar", "bars",
+    "buy_threshold", "sell_threshold", "leverage", "funding", "warnings"} of the
+    backtest of the OOS threshold targets."""
+    from perptrader.core.jsonsafe import json_safe
+
     rng = res.data_range
     return json_safe({
         "model": {k: res.metrics.get(k) for k in TRADING_KEYS},
@@ -127,26 +135,29 @@ def cost_share(metrics: dict[str, Any], initial_cash: float) -> float:
     return (float(metrics["fees_paid"]) + float(metrics["funding_paid"])) / initial_cash
 
 
-def decision_comparison(data: MLFrame, bars: pd.DataFrame, oos_proba: pd.DataFrame,
+def _figures(metrics: dict[str, Any], initial_cash: float) -> dict[str, Any]:
+    return {**{k: metrics.get(k) for k in TRADING_KEYS},
+            "cost_share": cost_share(metrics, initial_cash)}
+
+
+def decision_comparison(data: MLFrame, bars: pd.DataFrame, threshold: Any,
                         cost_aware: pd.Series, *, costs: Any | None = None,
                         funding: pd.DataFrame | None = None) -> dict[str, Any]:
     """The plain 0.45 rule and the cost-aware layer on the SAME out-of-sample
     probabilities, bars and costs, beside buy-and-hold: {"threshold", "cost_aware",
     "buy_and_hold": figures (``TRADING_KEYS`` + ``cost_share``), "first_bar",
-    "last_bar", "bars"}. ``cost_aware``: the layer's target per OOS bar."""
+    "last_bar", "bars"}. ``threshold``: the backtest of the 0.45 rule
+    (``oos_backtest_result``, run once for both reports); ``cost_aware``: the layer's
+    target per OOS bar, backtested here with the same costs and funding."""
     from perptrader.core.jsonsafe import json_safe
 
-    symbol = str(data.meta.get("symbol") or "")
-    timeframe = str(data.meta.get("timeframe") or "1h")
-    out: dict[str, Any] = {}
-    for label, targets in (("threshold", oos_targets(oos_proba)), ("cost_aware", cost_aware)):
-        res = targets_backtest_result(bars, targets, symbol=symbol, timeframe=timeframe,
-                                      costs=costs, funding=funding, label=label)
-        cash = res.config.initial_cash
-        out[label] = {**{k: res.metrics.get(k) for k in TRADING_KEYS},
-                      "cost_share": cost_share(res.metrics, cash)}
-        out["buy_and_hold"] = {**{k: res.benchmark_metrics.get(k) for k in TRADING_KEYS},
-                               "cost_share": cost_share(res.benchmark_metrics, cash)}
-        rng = res.data_range
-        out.update(first_bar=rng["first_bar"], last_bar=rng["last_bar"], bars=rng["bars"])
-    return json_safe(out)
+    res = targets_backtest_result(bars, cost_aware, symbol=str(data.meta.get("symbol") or ""),
+                                  timeframe=str(data.meta.get("timeframe") or "1h"),
+                                  costs=costs, funding=funding, label="cost_aware")
+    cash = threshold.config.initial_cash
+    rng = threshold.data_range
+    return json_safe({
+        "threshold": _figures(threshold.metrics, cash),
+        "cost_aware": _figures(res.metrics, cash),
+        "buy_and_hold": _figures(threshold.benchmark_metrics, cash),
+        "first_bar": rng["first_bar"], "last_bar": rng["last_bar"], "bars": rng["bars"]})

@@ -21,7 +21,7 @@ from perptrader.rl.env import PerpFuturesEnv
 from perptrader.rl.market import EnvMarket
 from perptrader.rl.reward import RewardConfig
 
-#: one action above this share of the steps = a collapsed policy
+#: one target kept above this share of the steps = a collapsed policy
 COLLAPSE_SHARE = 0.90
 _DRAWDOWN = C.ACCOUNT_FEATURES.index("acc_drawdown")
 _MARGIN_RATIO = C.ACCOUNT_FEATURES.index("acc_margin_ratio")
@@ -51,32 +51,26 @@ class Rollout:
 
 
 def collapse(distribution: dict[str, float], trades: int,
-             decisions: np.ndarray | None = None) -> str | None:
+             decisions: np.ndarray) -> str | None:
     """Why a policy counts as collapsed (None when it does not): no trades, or one
-    behaviour on more than ``COLLAPSE_SHARE`` of the steps. With ``decisions`` (the
-    target exposure of every step, ``Rollout.decisions``) the behaviour is the TARGET:
-    under incremental actions an agent repeats 'hold' while it keeps a position, and
-    an always-long agent may still size its position up and down, so neither one
-    dominant action nor one position side makes a constant policy; one target kept on
-    nearly every step does (always flat, or buy-and-hold by another name). Without
-    ``decisions`` the dominant action decides."""
+    TARGET exposure (``Rollout.decisions``) kept on more than ``COLLAPSE_SHARE`` of the
+    steps. Not one action: under incremental actions an agent repeats 'hold' while it
+    keeps a position, and an always-long agent may still size its position up and
+    down; one target kept on nearly every step is a constant policy (always flat, or
+    buy-and-hold by another name). The dominant action is named beside it."""
     if trades == 0:
         return "no trades"
-    top = max(distribution, key=distribution.get)
-    if decisions is None:
-        if distribution[top] > COLLAPSE_SHARE:
-            return f"'{top}' on {distribution[top]:.0%} of the steps"
-        return None
     d = np.round(np.asarray(decisions, dtype=np.float64), 9)
     if len(d) == 0:
         return "no decisions"
     values, counts = np.unique(d, return_counts=True)
     i = int(np.argmax(counts))
     share = counts[i] / len(d)
-    if share > COLLAPSE_SHARE:
-        return (f"target {values[i]:+.2f} on {share:.0%} of the steps ('{top}' action on "
-                f"{distribution[top]:.0%})")
-    return None
+    if share <= COLLAPSE_SHARE:
+        return None
+    top = max(distribution, key=distribution.get)
+    return (f"target {values[i]:+.2f} on {share:.0%} of the steps ('{top}' action on "
+            f"{distribution[top]:.0%})")
 
 
 def verdict(reasons: dict[int, str | None]) -> str:
